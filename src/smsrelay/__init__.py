@@ -1,0 +1,3 @@
+"""smsrelay: a self-hosted SMS connector platform."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,117 @@
+"""Value paths: where a value sits in a response or callback.
+
+Three forms, one syntax everywhere a path is asked for:
+- JSONPath (RFC 9535) such as `$.messages[*].umid`; a dotted shorthand without `$`
+  (`payload.status.state`) is read as `$.payload.status.state`;
+- `re:<regex>` over a text body: group 1 if the pattern has one, else the whole match;
+- `header:<name>`: a response header.
+In delivery reports a path may start with `^` (once per level) to read the object that
+encloses the report, e.g. `^.requestId` beside `reports: $.data[*].report[*]`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+import jsonpath
+from jsonpath import JSONPath, JSONPathMatch
+
+
+class PathSyntaxError(ValueError):
+    """A path expression could not be compiled; the message says what is accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValuePath:
+    """A compiled path; `find` returns every value it addresses, in document order."""
+
+    source: str
+    kind: Literal["json", "regex", "header"]
+    json: JSONPath | None = None
+    regex: re.Pattern[str] | None = None
+    header: str | None = None
+    parents: int = 0
+
+    @property
+    def is_singular(self) -> bool:
+        """True if the path can address at most one value (no wildcard, slice or filter)."""
+        if self.kind != "json" or self.json is None:
+            return True
+        return bool(self.json.singular_query())
+
+    def find(
+        self,
+        document: Any,
+        *,
+        text: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[Any]:
+        if self.kind == "json":
+            assert self.json is not None
+            return list(self.json.findall(document))
+        if self.kind == "regex":
+            assert self.regex is not None
+            if text is None:
+                text = document if isinstance(document, str) else ""
+            found: list[Any] = []
+            for m in self.regex.finditer(text):
+                found.append(m.group(1) if self.regex.groups else m.group(0))
+            return found
+        assert self.header is not None
+        if headers is None:
+            return []
+        wanted = self.header.lower()
+        return [v for k, v in headers.items() if k.lower() == wanted]
+
+    def first(self, document: Any, **kw: Any) -> Any:
+        values = self.find(document, **kw)
+        return values[0] if values else None
+
+    def matches(self, document: Any) -> list[JSONPathMatch]:
+        """JSONPath matches with their parents (for `^` lookups)."""
+        assert self.json is not None
+        return list(self.json.finditer(document))
+
+
+def compile_value_path(expr: str, *, allow_parent: bool = False) -> ValuePath:
+    """Compile a path expression (cached); raise PathSyntaxError with the reason."""
+    return _compile(expr, allow_parent)
+
+
+@lru_cache(maxsize=4096)
+def _compile(expr: str, allow_parent: bool) -> ValuePath:
+    source = expr
+    expr = expr.strip()
+    if not expr:
+        raise PathSyntaxError("is empty; use a JSONPath like $.id, re:<regex> or header:<name>")
+    if expr.startswith("re:"):
+        try:
+            return ValuePath(source, "regex", regex=re.compile(expr[3:]))
+        except re.error as exc:
+            raise PathSyntaxError(f"invalid regular expression after re: ({exc})") from exc
+    if expr.startswith("header:"):
+        name = expr[len("header:") :].strip()
+        if not name:
+            raise PathSyntaxError("header: needs a header name, e.g. header:Location")
+        return ValuePath(source, "header", header=name)
+    parents = 0
+    while expr.startswith("^"):
+        parents += 1
+        expr = expr[1:]
+    if parents and not allow_parent:
+        raise PathSyntaxError("^ (the enclosing object) is only allowed in delivery report fields")
+    if parents:
+        expr = "$" + expr if expr.startswith((".", "[")) else "$." + expr if expr else "$"
+    elif not expr.startswith("$"):
+        expr = "$" + expr if expr.startswith("[") else "$." + expr
+    try:
+        compiled = jsonpath.compile(expr)
+    except Exception as exc:  # python-jsonpath raises several syntax error types
+        raise PathSyntaxError(f"invalid JSONPath {source!r}: {exc}") from exc
+    if not isinstance(compiled, JSONPath):
+        raise PathSyntaxError(f"{source!r} combines several paths; give one JSONPath")
+    return ValuePath(source, "json", json=compiled, parents=parents)
