@@ -11,7 +11,7 @@ import difflib
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -181,10 +181,15 @@ class Predicate(_Model):
 
     @model_validator(mode="after")
     def _exactly_one_test(self) -> Predicate:
-        given = [n for n, v in (("equals", self.equals), ("in", self.in_), ("matches", self.matches)) if v is not None]
+        given = [
+            n
+            for n, v in (("equals", self.equals), ("in", self.in_), ("matches", self.matches))
+            if v is not None
+        ]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of equals, in or matches" + (f" (got {', '.join(given)})" if given else "")
+                "give exactly one of equals, in or matches"
+                + (f" (got {', '.join(given)})" if given else "")
             )
         return self
 
@@ -193,12 +198,12 @@ StatusSpec = int | str
 
 
 class Response(_Model):
-    success_status: list[StatusSpec] = Field(default_factory=lambda: ["2xx"])
+    success_status: list[StatusSpec] = Field(default_factory=lambda: list[StatusSpec](["2xx"]))
     success_when: Predicate | None = None
     retry_when: Predicate | None = None
     message_id: str | None = None
     error: str | None = None
-    retry_status: list[StatusSpec] = Field(default_factory=lambda: [429, "5xx"])
+    retry_status: list[StatusSpec] = Field(default_factory=lambda: list[StatusSpec]([429, "5xx"]))
 
     @field_validator("success_status", "retry_status", mode="before")
     @classmethod
@@ -208,12 +213,15 @@ class Response(_Model):
     @field_validator("success_status", "retry_status")
     @classmethod
     def _status_codes(cls, v: list[StatusSpec]) -> list[StatusSpec]:
+        problems: list[str] = []
         for item in v:
             if isinstance(item, int):
                 if not 100 <= item <= 599:
-                    raise ValueError(f"status code {item} is not between 100 and 599")
+                    problems.append(f"status code {item} is not between 100 and 599")
             elif not re.fullmatch(r"[1-5]xx|[1-5][0-9]{2}", item):
-                raise ValueError(f"{item!r} is not a status code (e.g. 202) or class (e.g. 2xx)")
+                problems.append(f"{item!r} is not a status code (e.g. 202) or class (e.g. 2xx)")
+        if problems:
+            raise ValueError("; ".join(problems))
         return [int(i) if isinstance(i, str) and i.isdigit() else i for i in v]
 
 
@@ -310,7 +318,8 @@ class ConnectorDefinition(_Model):
         doc = self.model_dump(by_alias=True, exclude_defaults=False, mode="json")
         if mask_secrets:
             doc["secrets"] = dict.fromkeys(self.secrets, SECRET_MASK)
-        return _drop_nones(doc)
+        exported: dict[str, Any] = _drop_nones(doc)
+        return exported
 
 
 def _drop_nones(value: Any) -> Any:
@@ -338,7 +347,9 @@ def load_document(text: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise DefinitionError([FieldError("", f"not valid JSON or YAML{where}: {problem}")]) from exc
+        raise DefinitionError(
+            [FieldError("", f"not valid JSON or YAML{where}: {problem}")]
+        ) from exc
 
 
 def load_definition(text: str) -> ConnectorDefinition:
@@ -350,7 +361,11 @@ def parse_definition(data: Any) -> ConnectorDefinition:
     """Validate a connector document; raise DefinitionError listing every problem."""
     if not isinstance(data, Mapping):
         raise DefinitionError(
-            [FieldError("", f"a connector definition is a mapping (object), got {type(data).__name__}")]
+            [
+                FieldError(
+                    "", f"a connector definition is a mapping (object), got {type(data).__name__}"
+                )
+            ]
         )
     try:
         definition = ConnectorDefinition.model_validate(dict(data))
@@ -405,14 +420,44 @@ def _loc_path(loc: tuple[int | str, ...]) -> str:
     return "".join(parts)
 
 
+def _union_tag(model: type[BaseModel]) -> object:
+    field = model.model_fields.get("type")
+    args = get_args(field.annotation) if field is not None else ()
+    return args[0] if args else None
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> set[str]:
+    """The keys accepted by the object at `loc` (empty if it cannot be told)."""
+    model: type[BaseModel] = ConnectorDefinition
+    i = 0
+    while i < len(loc):
+        item = loc[i]
+        field = next((f for n, f in model.model_fields.items() if item in (n, f.alias)), None)
+        if field is None:
+            return set()
+        subs = list(dict.fromkeys(_submodels(field.annotation)))
+        if len(subs) > 1 and i + 1 < len(loc):  # a tagged union: the next item is the tag
+            tag = loc[i + 1]
+            subs = [m for m in subs if _union_tag(m) == tag]
+            i += 1
+        if len(subs) != 1:
+            return set()
+        model = subs[0]
+        i += 1
+    return {f.alias or n for n, f in model.model_fields.items()}
+
+
 def _field_errors(exc: ValidationError) -> list[FieldError]:
     errors: list[FieldError] = []
     for err in exc.errors():
         path = _loc_path(tuple(err["loc"]))
         kind = err["type"]
         if kind == "extra_forbidden":
-            key = path.rsplit(".", 1)[-1]
-            close = difflib.get_close_matches(key, sorted(_ALL_KEYS), n=1)
+            key = str(err["loc"][-1])
+            # suggest a key valid at this place: a key valid elsewhere (`secret` of an HMAC
+            # verifier for a misplaced top-level `secret`) would only mislead
+            candidates = _keys_at(tuple(err["loc"][:-1])) or _ALL_KEYS
+            close = difflib.get_close_matches(key, sorted(candidates - {key}), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             errors.append(FieldError(path, f"unknown key {key!r}{hint}"))
         elif kind == "missing":
@@ -420,7 +465,9 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
         elif kind == "union_tag_invalid":
             ctx = err.get("ctx", {})
             errors.append(
-                FieldError(path, f"unknown type {ctx.get('tag')!r}; accepted: {ctx.get('expected_tags')}")
+                FieldError(
+                    path, f"unknown type {ctx.get('tag')!r}; accepted: {ctx.get('expected_tags')}"
+                )
             )
         elif kind == "string_pattern_mismatch" and path == "name":
             errors.append(
@@ -517,11 +564,13 @@ def parse_all_templates(definition: ConnectorDefinition) -> dict[str, Template]:
 def check_definition(definition: ConnectorDefinition) -> Iterator[FieldError]:
     """Cross-field rules pydantic cannot express; yields every problem found."""
     names: set[str] = set()
+    unparsed = False
     for path, text, scope in template_fields(definition):
         try:
             template = parse_template(text)
         except TemplateSyntaxError as exc:
             yield FieldError(path, str(exc))
+            unparsed = True
             continue
         for ph in template.placeholders:
             if ph.is_secret and ph.key not in definition.secrets:
@@ -532,23 +581,28 @@ def check_definition(definition: ConnectorDefinition) -> Iterator[FieldError]:
                 )
             elif scope == "secrets" and not ph.is_secret:
                 yield FieldError(
-                    path, f"only {{{{secret.NAME}}}} placeholders are allowed here, not {{{{{ph.name}}}}}"
+                    path,
+                    f"only {{{{secret.NAME}}}} placeholders are allowed here, not {{{{{ph.name}}}}}",
                 )
         names |= template.names
-    if "to" not in names:
+    body_errors = list(_check_body(definition.request.body))
+    # A template that did not parse, or a body of the wrong type, probably holds the {{to}}
+    # or {{body}} being asked for; its own error is the one to fix.
+    unparsed = unparsed or bool(body_errors)
+    if "to" not in names and not unparsed:
         yield FieldError(
             "request",
             "the connector never uses the recipient: put {{to}} (or $$To, Moesms_destination) "
             "in the URL, query, body or batch item",
         )
-    if "body" not in names and "template_id" not in names:
+    if "body" not in names and "template_id" not in names and not unparsed:
         yield FieldError(
             "request",
             "the connector never uses the message: put {{body}} (or $$Body, Moesms_message) "
             "or {{template_id}} in the URL, query, body or batch item",
         )
     yield from _check_url(definition.request.url)
-    yield from _check_body(definition.request.body)
+    yield from body_errors
     if definition.batch is not None:
         yield from _check_batch(definition)
     yield from _check_paths(definition)
@@ -560,7 +614,11 @@ def _check_url(url: str) -> Iterator[FieldError]:
 
 
 def _check_body(body: Body) -> Iterator[FieldError]:
-    given = {"json": body.json_template is not None, "form": body.form is not None, "raw": body.raw is not None}
+    given = {
+        "json": body.json_template is not None,
+        "form": body.form is not None,
+        "raw": body.raw is not None,
+    }
     if body.type != "none" and not given[body.type]:
         yield FieldError(f"request.body.{body.type}", f"is required when body type is {body.type}")
     for key, present in given.items():
@@ -580,15 +638,24 @@ def _check_batch(definition: ConnectorDefinition) -> Iterator[FieldError]:
     assert batch is not None
     body = definition.request.body
     if batch.path and not re.fullmatch(r"[^.\s]+(\.[^.\s]+)*", batch.path):
-        yield FieldError("batch.path", f"{batch.path!r} is not a dotted key path like messages or data.to")
+        yield FieldError(
+            "batch.path", f"{batch.path!r} is not a dotted key path like messages or data.to"
+        )
     if batch.mode == "items":
         if batch.item is None:
-            yield FieldError("batch.item", "is required for mode items (the template of one list element)")
+            yield FieldError(
+                "batch.item", "is required for mode items (the template of one list element)"
+            )
         if body.type != "json":
-            yield FieldError("batch.mode", "items needs a JSON body; form and query sends take mode values or join")
+            yield FieldError(
+                "batch.mode",
+                "items needs a JSON body; form and query sends take mode values or join",
+            )
     else:
         if batch.value is None:
-            yield FieldError("batch.value", f"is required for mode {batch.mode} (e.g. \"{{{{to}}}}\")")
+            yield FieldError(
+                "batch.value", f'is required for mode {batch.mode} (e.g. "{{{{to}}}}")'
+            )
         if batch.item is not None:
             yield FieldError("batch.item", f"is not used with mode {batch.mode}; use batch.value")
         if body.type == "raw":
@@ -596,17 +663,22 @@ def _check_batch(definition: ConnectorDefinition) -> Iterator[FieldError]:
     if batch.mode == "join" and not batch.delimiter:
         yield FieldError("batch.delimiter", "must not be empty")
     if body.type in ("form", "none") and not batch.path:
-        yield FieldError("batch.path", "names the form field or query parameter that carries the list")
+        yield FieldError(
+            "batch.path", "names the form field or query parameter that carries the list"
+        )
     if body.type == "json" and not batch.path and body.json_template not in (None, {}, []):
         yield FieldError(
-            "batch.path", "is empty, so the body is the list itself; remove request.body.json keys or set a path"
+            "batch.path",
+            "is empty, so the body is the list itself; remove request.body.json keys or set a path",
         )
     if body.type == "json" and batch.path_keys and isinstance(body.json_template, dict):
         node: Any = body.json_template
         for key in batch.path_keys[:-1]:
             node = node.get(key, {}) if isinstance(node, dict) else None
             if not isinstance(node, dict):
-                yield FieldError("batch.path", f"{batch.path!r} crosses a non-object value in request.body.json")
+                yield FieldError(
+                    "batch.path", f"{batch.path!r} crosses a non-object value in request.body.json"
+                )
                 break
 
 
@@ -637,7 +709,10 @@ def _check_paths(definition: ConnectorDefinition) -> Iterator[FieldError]:
         for field in ("message_id", "recipient", "status", "reason", "error_code", "timestamp"):
             expr = getattr(d, field)
             if expr is not None and expr.startswith(("re:", "header:")):
-                yield FieldError(f"delivery.{field}", "must be a JSONPath such as $.status (re: and header: are for responses)")
+                yield FieldError(
+                    f"delivery.{field}",
+                    "must be a JSONPath such as $.status (re: and header: are for responses)",
+                )
             else:
                 yield from check(f"delivery.{field}", expr, relative=True)
         for field in ("delivered", "failed", "pending"):

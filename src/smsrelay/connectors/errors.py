@@ -39,7 +39,9 @@ class MissingParameter(RenderError):
     def __init__(self, name: str, where: str = "") -> None:
         self.name = name
         at = f" in {where}" if where else ""
-        super().__init__(f"missing_parameter:{name}", f"no value for placeholder {{{{{name}}}}}{at}")
+        super().__init__(
+            f"missing_parameter:{name}", f"no value for placeholder {{{{{name}}}}}{at}"
+        )
 
 
 class CallbackError(ValueError):

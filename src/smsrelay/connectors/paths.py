@@ -11,6 +11,7 @@ encloses the report, e.g. `^.requestId` beside `reports: $.data[*].report[*]`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,11 +19,15 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import jsonpath
-from jsonpath import JSONPath, JSONPathMatch
+from jsonpath import JSONPath, JSONPathError, JSONPathMatch
 
 
 class PathSyntaxError(ValueError):
     """A path expression could not be compiled; the message says what is accepted."""
+
+
+class PathEvaluationError(ValueError):
+    """A valid path could not be applied to a document (e.g. `..` over a too-deep one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +55,17 @@ class ValuePath:
         text: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> list[Any]:
+        """Every value the path addresses in `document` (or in `text` / `headers`)."""
         if self.kind == "json":
             assert self.json is not None
-            return list(self.json.findall(document))
+            if not isinstance(document, Mapping | list | tuple):
+                # python-jsonpath would parse a str document as JSON; a scalar (a text body,
+                # a recipient string inside a Sinch report) is a value, and only `$` reaches it.
+                return [] if self.json.segments else [document]
+            try:
+                return list(self.json.findall(document))
+            except (JSONPathError, RecursionError) as exc:
+                raise PathEvaluationError(_evaluation_problem(self.source, exc)) from None
         if self.kind == "regex":
             assert self.regex is not None
             if text is None:
@@ -68,13 +81,50 @@ class ValuePath:
         return [v for k, v in headers.items() if k.lower() == wanted]
 
     def first(self, document: Any, **kw: Any) -> Any:
+        """The first value found, or None."""
         values = self.find(document, **kw)
         return values[0] if values else None
 
     def matches(self, document: Any) -> list[JSONPathMatch]:
         """JSONPath matches with their parents (for `^` lookups)."""
         assert self.json is not None
-        return list(self.json.finditer(document))
+        if not isinstance(document, Mapping | list | tuple):
+            if self.json.segments:
+                return []
+            return [_root_match(document)]
+        try:
+            return list(self.json.finditer(document))
+        except (JSONPathError, RecursionError) as exc:
+            raise PathEvaluationError(_evaluation_problem(self.source, exc)) from None
+
+    def find_from(self, match: JSONPathMatch) -> list[Any]:
+        """Values relative to one matched report, climbing one enclosing object per `^`.
+
+        `^` skips the arrays in between: with reports `$.data[*].report[*]`, `^` is the
+        element of `data` that holds the `report` array and `^^` is the document root.
+        A path that climbs above the root finds nothing.
+        """
+        node: JSONPathMatch | None = match
+        for _ in range(self.parents):
+            node = node.parent if node is not None else None
+            while node is not None and not isinstance(node.obj, Mapping):
+                node = node.parent
+            if node is None:
+                return []
+        assert node is not None
+        return self.find(node.obj)
+
+
+def _evaluation_problem(source: str, exc: Exception) -> str:
+    # python-jsonpath appends a drawing of the expression on further lines
+    first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"{source}: {first_line}"
+
+
+def _root_match(document: Any) -> JSONPathMatch:
+    return JSONPathMatch(
+        filter_context={}, obj=document, parent=None, path="$", parts=(), root=document
+    )
 
 
 def compile_value_path(expr: str, *, allow_parent: bool = False) -> ValuePath:
@@ -115,3 +165,38 @@ def _compile(expr: str, allow_parent: bool) -> ValuePath:
     if not isinstance(compiled, JSONPath):
         raise PathSyntaxError(f"{source!r} combines several paths; give one JSONPath")
     return ValuePath(source, "json", json=compiled, parents=parents)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_QUOTABLE_KEY = re.compile(r"[^'\\\x00-\x1f\x7f-\x9f\ud800-\udfff]*")
+
+
+def key_segment(key: str | int) -> str:
+    """One JSONPath segment for a key or index: `.name`, `['odd-name']` or `[0]`."""
+    if isinstance(key, int):
+        return f"[{key}]"
+    if _PLAIN_KEY.fullmatch(key):
+        return f".{key}"
+    if _QUOTABLE_KEY.fullmatch(key):
+        return f"['{key}']"
+    return f"[{json.dumps(key)}]"
+
+
+def list_fields(document: Any, prefix: str = "$") -> list[tuple[str, Any]]:
+    """Every leaf of a document with the JSONPath that reads it, in document order.
+
+    Empty objects and arrays count as leaves, so nothing in the document is hidden.
+    """
+    fields: list[tuple[str, Any]] = []
+    stack: list[tuple[str, Any]] = [(prefix, document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, Mapping) and value:
+            items: list[tuple[str | int, Any]] = [(str(k), v) for k, v in value.items()]
+        elif isinstance(value, list | tuple) and value:
+            items = list(enumerate(value))
+        else:
+            fields.append((path, value))
+            continue
+        stack.extend((path + key_segment(k), v) for k, v in reversed(items))
+    return fields

@@ -56,6 +56,7 @@ _TOKEN = re.compile(
     r"|\b(?P<moe>Moesms_(?:destination|message|dltTemplateId|campaignId))\b"
 )
 _CANONICAL_NAME = re.compile(rf"^(?:{_NAME}|params\.{_NAME}|secret\.{_NAME})$")
+_PREFIXED_NAME = re.compile(rf"^{_NAME}\.{_NAME}$")
 
 
 class TemplateSyntaxError(ValueError):
@@ -134,6 +135,11 @@ def suggest_name(name: str) -> str | None:
 
 def _check_name(name: str) -> None:
     if not _CANONICAL_NAME.match(name):
+        hint = suggest_name(name) if _PREFIXED_NAME.match(name) else None
+        if hint:
+            raise TemplateSyntaxError(
+                f"unknown placeholder {{{{{name}}}}}; did you mean {{{{{hint}}}}}?"
+            )
         raise TemplateSyntaxError(
             f"invalid placeholder {{{{{name}}}}}; a name is letters, digits, _ or -, "
             "optionally prefixed by params. or secret."
@@ -142,7 +148,9 @@ def _check_name(name: str) -> None:
         return
     hint = suggest_name(name)
     if hint:
-        raise TemplateSyntaxError(f"unknown placeholder {{{{{name}}}}}; did you mean {{{{{hint}}}}}?")
+        raise TemplateSyntaxError(
+            f"unknown placeholder {{{{{name}}}}}; did you mean {{{{{hint}}}}}?"
+        )
     known = ", ".join("{{" + n + "}}" for n in sorted(MESSAGE_FIELDS))
     raise TemplateSyntaxError(
         f"unknown placeholder {{{{{name}}}}}; known: {known}, {{{{params.NAME}}}}, {{{{secret.NAME}}}}"
