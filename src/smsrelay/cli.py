@@ -2,15 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from smsrelay.connectors.definition import ConnectorDefinition, load_definition
+from smsrelay.connectors.errors import DefinitionError, RenderError
 
 app = typer.Typer(
     help="smsrelay: configure any HTTP SMS provider as a connector, send, and track delivery.",
     no_args_is_help=True,
     add_completion=False,
 )
-connectors_app = typer.Typer(help="Check, render and debug connector definitions.", no_args_is_help=True)
+connectors_app = typer.Typer(
+    help="Manage connectors, and check, render and debug connector definitions offline.",
+    no_args_is_help=True,
+)
 app.add_typer(connectors_app, name="connectors")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def _read_definition(path: Path) -> ConnectorDefinition:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        return load_definition(text)
+    except DefinitionError as exc:
+        lines = [f"{path}: the connector definition is invalid:"]
+        lines += [f"  {e}" for e in exc.errors]
+        raise _fail("\n".join(lines)) from exc
+
+
+def _parse_pairs(pairs: list[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _fail(f"{option} {pair!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
 
 
 @app.command()
@@ -19,3 +59,592 @@ def version() -> None:
     from smsrelay import __version__
 
     typer.echo(__version__)
+
+
+@connectors_app.command("check")
+def connectors_check(
+    file: Annotated[Path, typer.Argument(help="Connector definition, JSON or YAML.")],
+) -> None:
+    """Validate a connector definition; exit 1 listing every problem with its field path."""
+    definition = _read_definition(file)
+    typer.echo(f"{file}: connector {definition.name!r} is valid")
+
+
+@connectors_app.command("render")
+def connectors_render(
+    file: Annotated[Path, typer.Argument(help="Connector definition, JSON or YAML.")],
+    to: Annotated[str | None, typer.Option(help="Recipient, E.164 (+4915112345678).")] = None,
+    body: Annotated[str | None, typer.Option(help="Message text.")] = None,
+    sender: Annotated[str | None, typer.Option(help="Sender ID.")] = None,
+    template_id: Annotated[str | None, typer.Option(help="DLT/provider template id.")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Custom parameter NAME=VALUE (repeatable).")
+    ] = None,
+    secret: Annotated[
+        list[str] | None, typer.Option(help="Override a secret NAME=VALUE (repeatable).")
+    ] = None,
+    batch: Annotated[
+        Path | None,
+        typer.Option(help="JSON lines, one message per line ({to, body, sender, params, ...})."),
+    ] = None,
+    callback_url: Annotated[str, typer.Option(help="Value of {{callback_url}}.")] = (
+        "http://127.0.0.1:8000/dlr/TOKEN"
+    ),
+    show_secrets: Annotated[
+        bool, typer.Option(help="Print secrets in clear instead of ***.")
+    ] = False,
+) -> None:
+    """Print the exact HTTP request(s) the connector would send, as JSON; nothing is sent."""
+    from smsrelay.connectors.exchange import OutboundMessage
+    from smsrelay.connectors.phone import InvalidPhoneNumber, normalise_phone
+    from smsrelay.connectors.redaction import redact_request
+    from smsrelay.connectors.rendering import (
+        RenderEnvironment,
+        batch_key,
+        compile_connector,
+        render_request,
+    )
+
+    definition = _read_definition(file)
+    compiled = compile_connector(definition)
+    secrets = {**definition.secrets, **_parse_pairs(secret or [], "--secret")}
+    messages: list[OutboundMessage] = []
+    rows: list[dict[str, Any]] = []
+    if batch is not None:
+        for n, line in enumerate(batch.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise _fail(f"{batch}:{n}: not JSON: {exc.msg}") from exc
+                if not isinstance(row, dict):
+                    raise _fail(f"{batch}:{n}: each line must be a JSON object")
+                rows.append(row)
+    else:
+        if to is None:
+            raise _fail("give --to NUMBER (and --body TEXT), or --batch MESSAGES.jsonl")
+        rows.append(
+            {
+                "to": to,
+                "body": body,
+                "sender": sender,
+                "template_id": template_id,
+                "params": _parse_pairs(param or [], "--param"),
+            }
+        )
+    for n, row in enumerate(rows, 1):
+        try:
+            number = normalise_phone(str(row.get("to", "")))
+        except InvalidPhoneNumber as exc:
+            raise _fail(f"message {n}: to: {exc}") from exc
+        messages.append(
+            OutboundMessage(
+                message_id=str(row.get("message_id") or f"msg_{n:06d}"),
+                to=number,
+                body=row.get("body"),
+                sender=row.get("sender", sender),
+                template_id=row.get("template_id"),
+                template_variables=tuple(str(v) for v in row.get("template_variables", ())),
+                entity_id=row.get("entity_id"),
+                campaign_id=row.get("campaign_id"),
+                params={str(k): str(v) for k, v in (row.get("params") or {}).items()},
+            )
+        )
+    env = RenderEnvironment(secrets=secrets, callback_url=callback_url, access_token="OAUTH2_TOKEN")
+    groups: dict[tuple[object, ...], list[OutboundMessage]] = {}
+    size = definition.batch.size if definition.batch else 1
+    requests = []
+    for message in messages:
+        key = batch_key(compiled, message) if definition.batch else (message.message_id,)
+        group = groups.setdefault(key, [])
+        group.append(message)
+        if len(group) == size:
+            requests.append(list(group))
+            group.clear()
+    requests += [g for g in groups.values() if g]
+    out = []
+    for group in requests:
+        try:
+            request = render_request(compiled, group, env)
+        except RenderError as exc:
+            raise _fail(f"cannot render: {exc.reason}: {exc.detail}") from exc
+        if not show_secrets:
+            request = redact_request(request, secrets)
+        out.append(request.as_trace() | {"message_ids": list(request.message_ids)})
+    typer.echo(
+        json.dumps(out[0] if len(out) == 1 and batch is None else out, indent=2, ensure_ascii=False)
+    )
+
+
+@connectors_app.command("parse-dlr")
+def connectors_parse_dlr(
+    file: Annotated[Path, typer.Argument(help="Connector definition, JSON or YAML.")],
+    method: Annotated[str, typer.Option(help="HTTP method of the callback.")] = "POST",
+    content_type: Annotated[
+        str | None, typer.Option(help="Content-Type of the callback body.")
+    ] = None,
+    query: Annotated[str, typer.Option(help="Query string of the callback URL (a=1&b=2).")] = "",
+    body: Annotated[
+        str, typer.Option(help="Callback body text, or @path to read it from a file ('-' = stdin).")
+    ] = "",
+    header: Annotated[
+        list[str] | None,
+        typer.Option(help="Callback header NAME=VALUE (repeatable), for verification."),
+    ] = None,
+) -> None:
+    """Parse a delivery-report callback with the connector's mapping; print the reports as JSON."""
+    from urllib.parse import parse_qsl
+
+    from smsrelay.connectors.callback_verification import verify_callback
+    from smsrelay.connectors.delivery import parse_delivery_callback
+    from smsrelay.connectors.errors import CallbackError
+    from smsrelay.connectors.exchange import InboundCallback
+
+    definition = _read_definition(file)
+    if definition.delivery is None:
+        raise _fail(f"{file}: connector {definition.name!r} has no delivery mapping")
+    if body == "-":
+        raw = sys.stdin.buffer.read()
+    elif body.startswith("@"):
+        raw = Path(body[1:]).read_bytes()
+    else:
+        raw = body.encode("utf-8")
+    headers = _parse_pairs(header or [], "--header")
+    if content_type:
+        headers.setdefault("Content-Type", content_type)
+    callback = InboundCallback(
+        method=method.upper(),
+        url="http://127.0.0.1:8000/dlr/TOKEN" + (f"?{query}" if query else ""),
+        query=tuple(parse_qsl(query, keep_blank_values=True)),
+        headers=headers,
+        body=raw,
+        content_type=content_type,
+    )
+    verdict = verify_callback(definition.delivery.verify, callback, definition.secrets)
+    try:
+        reports = parse_delivery_callback(definition.delivery, callback)
+    except CallbackError as exc:
+        raise _fail(f"cannot read the callback: {exc}") from exc
+    result = {
+        "verified": verdict.ok,
+        "verification": verdict.reason,
+        "reports": [
+            {
+                "key": r.key,
+                "recipient": r.recipient,
+                "outcome": r.outcome.value,
+                "raw_status": r.raw_status,
+                "reason": r.reason,
+                "error_code": r.error_code,
+                "timestamp": r.timestamp,
+            }
+            for r in reports
+        ],
+    }
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- running
+
+
+def _settings(**overrides: Any) -> Any:
+    from smsrelay.settings import load_settings
+
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return load_settings(None, **given)
+    except ValueError as exc:
+        raise _fail(f"configuration: {exc}") from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [SMSRELAY_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [SMSRELAY_PORT].")] = None,
+    sandbox: Annotated[
+        bool | None,
+        typer.Option(
+            "--sandbox/--no-sandbox", help="Mount the sandbox provider [SMSRELAY_SANDBOX]."
+        ),
+    ] = None,
+    dispatcher: Annotated[
+        bool | None,
+        typer.Option(
+            "--dispatcher/--no-dispatcher",
+            help="Run the dispatcher in this process [SMSRELAY_DISPATCHER].",
+        ),
+    ] = None,
+) -> None:
+    """Run the API, the delivery-report intake and (by default) the dispatcher and sandbox."""
+    import asyncio
+
+    import uvicorn
+
+    from smsrelay.app import create_app
+    from smsrelay.setup import ensure_local_api_key
+    from smsrelay.store.database import open_database
+
+    settings = _settings(host=host, port=port, sandbox=sandbox, dispatcher=dispatcher)
+    _configure_logging(settings.log_level)
+
+    async def show_local_key() -> str:
+        db = open_database(settings.database_url)
+        try:
+            await db.migrate()
+            return await ensure_local_api_key(db)
+        finally:
+            await db.close()
+
+    if settings.is_sqlite:
+        key = asyncio.run(show_local_key())
+        typer.echo(f"smsrelay {settings.base_url}")
+        if settings.sandbox:
+            typer.echo(f"  sandbox inbox:  {settings.base_url}/sandbox/")
+        typer.echo(f"  API docs:       {settings.base_url}/docs")
+        typer.echo(f"  local API key:  {key}   (also in ./smsrelay.local-key)")
+        typer.echo('  try:           .venv/bin/smsrelay send --to +15005550006 --body "hi"')
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run a dispatcher only (for PostgreSQL deployments with many workers)."""
+    import asyncio
+    import signal
+
+    from smsrelay.dispatch.transport import AiohttpTransport
+    from smsrelay.dispatch.worker import Dispatcher
+    from smsrelay.store.database import open_database
+    from smsrelay.store.secret_box import load_secret_box
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+
+    async def run() -> None:
+        db = open_database(settings.database_url)
+        await db.migrate()
+        transport = AiohttpTransport(allow_hosts=settings.allow_hosts)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await Dispatcher(db, load_secret_box(settings), transport, settings).run(stop)
+        finally:
+            await transport.aclose()
+            await db.close()
+
+    asyncio.run(run())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (also done on every start)."""
+    import asyncio
+
+    from smsrelay.store.database import open_database
+
+    settings = _settings()
+
+    async def run() -> None:
+        db = open_database(settings.database_url)
+        try:
+            await db.migrate()
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+    typer.echo("database is up to date")
+
+
+@app.command("sandbox")
+def sandbox_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8025,
+    dlr_delay: Annotated[
+        float, typer.Option(help="Seconds before a delivery report is sent.")
+    ] = 0.5,
+    chaos: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Chaos setting NAME=VALUE, e.g. error_rate=0.1 (repeatable; see the inbox page)."
+        ),
+    ] = None,
+) -> None:
+    """Run the sandbox provider alone: a fake SMS provider with a web inbox."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from smsrelay.sandbox import ChaosSettings, SandboxSettings, serve_sandbox
+
+    try:
+        settings = SandboxSettings(
+            dlr_delay_seconds=dlr_delay,
+            chaos=ChaosSettings.model_validate(_parse_pairs(chaos or [], "--chaos")),
+        )
+    except ValidationError as exc:
+        raise _fail(f"--chaos: {exc}") from exc
+    typer.echo(f"sandbox inbox: http://{host}:{port}/")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_sandbox(host, port, settings))
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+# ---------------------------------------------------------------- talking to a server
+
+messages_app = typer.Typer(help="Read messages and their history.", no_args_is_help=True)
+apikey_app = typer.Typer(
+    help="Create, list and revoke API keys (works on the database).", no_args_is_help=True
+)
+app.add_typer(messages_app, name="messages")
+app.add_typer(apikey_app, name="apikey")
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option("--server", help="smsrelay base URL [SMSRELAY_SERVER, default http://HOST:PORT]."),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--api-key", help="API key [SMSRELAY_API_KEY, else ./smsrelay.local-key]."),
+]
+
+
+class ApiClient:
+    """A small synchronous client of the native API, for the CLI."""
+
+    def __init__(self, server: str | None, api_key: str | None) -> None:
+        import os
+
+        settings = _settings()
+        self.base = (server or os.environ.get("SMSRELAY_SERVER") or settings.base_url).rstrip("/")
+        key = api_key or os.environ.get("SMSRELAY_API_KEY")
+        if not key:
+            from smsrelay.setup import LOCAL_KEY_FILE
+
+            path = Path(LOCAL_KEY_FILE)
+            key = path.read_text(encoding="utf-8").strip() if path.is_file() else None
+        if not key:
+            raise _fail(
+                "no API key: pass --api-key, set SMSRELAY_API_KEY, or run `smsrelay serve` here once"
+            )
+        self.key = key
+
+    def call(
+        self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None
+    ) -> Any:
+        import urllib.error
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.key}")
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            request.add_header(k, v)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                problem = json.loads(raw)
+            except ValueError:
+                raise _fail(f"{method} {path}: HTTP {exc.code}") from exc
+            lines = [f"{method} {path}: HTTP {exc.code}: {problem.get('detail', '')}"]
+            lines += [
+                f"  {e.get('path') or '(body)'}: {e.get('message')}"
+                for e in problem.get("errors", [])
+            ]
+            raise _fail("\n".join(lines)) from exc
+        except urllib.error.URLError as exc:
+            raise _fail(
+                f"cannot reach smsrelay at {self.base}: {exc.reason} (is `smsrelay serve` running?)"
+            ) from exc
+        return json.loads(raw) if raw else None
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@app.command()
+def send(
+    to: Annotated[str, typer.Option(help="Recipient, E.164 (+15005550006).")],
+    body: Annotated[str | None, typer.Option(help="Message text.")] = None,
+    sender: Annotated[
+        str | None, typer.Option(help="Sender name (default: the default sender).")
+    ] = None,
+    template_id: Annotated[str | None, typer.Option(help="Template id.")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Custom parameter NAME=VALUE (repeatable).")
+    ] = None,
+    promotional: Annotated[bool, typer.Option(help="Use the default promotional sender.")] = False,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for a final status (0 = do not wait).")
+    ] = 15.0,
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Send one message and follow it until it is delivered (or fails), showing its history."""
+    import time
+
+    client = ApiClient(server, api_key)
+    payload: dict[str, Any] = {"to": to, "type": "promotional" if promotional else "transactional"}
+    for name, value in (("body", body), ("sender", sender), ("template_id", template_id)):
+        if value is not None:
+            payload[name] = value
+    if param:
+        payload["params"] = _parse_pairs(param, "--param")
+    accepted = client.call("POST", "/v1/messages", payload)
+    typer.echo(
+        f"queued {accepted['id']} to {accepted['to']} via {accepted['connector']} ({accepted['segments']} segment(s))"
+    )
+    final = {"delivered", "undelivered", "failed", "unconfirmed", "canceled"}
+    deadline = time.monotonic() + wait
+    shown = 0
+    message = accepted
+    while wait > 0:
+        message = client.call("GET", f"/v1/messages/{accepted['id']}")
+        history = message.get("history", [])
+        for event in history[shown:]:
+            label = event.get("status") or event.get("kind")
+            typer.echo(f"  {event['at']}  {event['kind']:<7} {label}")
+        shown = len(history)
+        if message["status"] in final or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    typer.echo(
+        f"status: {message['status']}"
+        + (f" ({message['failure_reason']})" if message.get("failure_reason") else "")
+    )
+    if message["status"] in {"failed", "undelivered"}:
+        raise typer.Exit(1)
+
+
+@messages_app.command("show")
+def messages_show(message_id: str, server: ServerOption = None, api_key: KeyOption = None) -> None:
+    """One message with its whole history, as JSON."""
+    _print_json(ApiClient(server, api_key).call("GET", f"/v1/messages/{message_id}"))
+
+
+@messages_app.command("list")
+def messages_list(
+    status: Annotated[str | None, typer.Option(help="Filter by status.")] = None,
+    to: Annotated[str | None, typer.Option(help="Filter by recipient (E.164).")] = None,
+    connector: Annotated[str | None, typer.Option(help="Filter by connector name.")] = None,
+    limit: Annotated[int, typer.Option(help="How many (newest first).")] = 20,
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Recent messages, one line each."""
+    from urllib.parse import urlencode
+
+    query = {k: v for k, v in (("status", status), ("to", to), ("connector", connector)) if v}
+    query["limit"] = str(limit)
+    page = ApiClient(server, api_key).call("GET", "/v1/messages?" + urlencode(query))
+    for m in page["data"]:
+        typer.echo(
+            f"{m['id']}  {m['created_at'][:19]}  {m['to']:<16} {m['status']:<12} {m['connector'] or '-'}  {m.get('failure_reason') or ''}"
+        )
+
+
+@connectors_app.command("apply")
+def connectors_apply(
+    file: Annotated[Path, typer.Argument(help="Connector definition, JSON or YAML.")],
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Create or update a connector on the server from a definition file."""
+    definition = _read_definition(file)
+    client = ApiClient(server, api_key)
+    saved = client.call(
+        "PUT", f"/v1/connectors/{definition.name}", definition.export(mask_secrets=False)
+    )
+    typer.echo(f"connector {saved['name']!r} is at version {saved['version']}")
+    typer.echo(f"  delivery-report URL: {saved['callback_url']}")
+
+
+@connectors_app.command("list")
+def connectors_list(server: ServerOption = None, api_key: KeyOption = None) -> None:
+    """Connectors on the server, with their delivery-report URLs."""
+    for c in ApiClient(server, api_key).call("GET", "/v1/connectors")["data"]:
+        typer.echo(f"{c['name']:<24} v{c['version']:<4} {c['callback_url']}")
+
+
+@connectors_app.command("show")
+def connectors_show(name: str, server: ServerOption = None, api_key: KeyOption = None) -> None:
+    """One connector as JSON (secrets shown as ***)."""
+    _print_json(ApiClient(server, api_key).call("GET", f"/v1/connectors/{name}"))
+
+
+@connectors_app.command("export")
+def connectors_export(name: str, server: ServerOption = None, api_key: KeyOption = None) -> None:
+    """A connector's definition as YAML, ready for `connectors apply` (secrets as ***)."""
+    import yaml
+
+    definition = ApiClient(server, api_key).call("GET", f"/v1/connectors/{name}")["definition"]
+    typer.echo(yaml.safe_dump(definition, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@connectors_app.command("test")
+def connectors_test(
+    name: str,
+    to: Annotated[str, typer.Option(help="Recipient, E.164.")],
+    body: Annotated[str, typer.Option(help="Message text.")] = "smsrelay test message",
+    sender: Annotated[str | None, typer.Option(help="Sender ID.")] = None,
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Send one real test SMS through a connector now and print the trace."""
+    payload: dict[str, Any] = {"to": to, "body": body}
+    if sender:
+        payload["sender"] = sender
+    trace = ApiClient(server, api_key).call("POST", f"/v1/connectors/{name}/test", payload)
+    _print_json(trace)
+    if trace.get("verdict") != "accepted":
+        raise typer.Exit(1)
+
+
+@apikey_app.command("create")
+def apikey_create(name: Annotated[str, typer.Argument(help="A label for the key.")]) -> None:
+    """Create an API key and print it once (it is stored hashed)."""
+    import asyncio
+
+    from smsrelay.store.api_keys import create_api_key
+    from smsrelay.store.database import open_database
+
+    settings = _settings()
+
+    async def run() -> str:
+        db = open_database(settings.database_url)
+        try:
+            await db.migrate()
+            _, plaintext = await create_api_key(db, name)
+            return plaintext
+        finally:
+            await db.close()
+
+    typer.echo(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    app()
