@@ -1,0 +1,138 @@
+"""The database handle: one AsyncEngine, write transactions, reads, migrations.
+
+SQLite is tuned on every new connection (WAL, synchronous=NORMAL, a busy timeout, foreign
+keys) and its driver's own transaction handling is switched off, so that a write
+transaction starts with `BEGIN IMMEDIATE`: the write lock is taken up front and waits out
+the busy timeout, instead of a deferred transaction failing with "database is locked" when
+it first writes after reading. Reads start a plain deferred `BEGIN` (a consistent snapshot
+that never blocks a writer under WAL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal, TypeAlias
+
+from sqlalchemy import Insert, Row, Table, event, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+Dialect = Literal["sqlite", "postgresql"]
+# A result row of any shape (SQLAlchemy types rows by their columns).
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+
+# Set on a connection by `Database.transaction` and read by the `begin` listener.
+_WRITE = "smsrelay_write"
+# Serialises `migrate()` across processes starting at once on one PostgreSQL database.
+_MIGRATION_LOCK_KEY = 0x736D7372656C6179  # "smsrelay"
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+class Database:
+    """A SQLite or PostgreSQL database, reached through one async engine and its pool."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        name = engine.dialect.name
+        if name not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {name!r}: use SQLite or PostgreSQL")
+        self.engine = engine
+        self.dialect: Dialect = "sqlite" if name == "sqlite" else "postgresql"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for SQLite, where writers are serialised by the database file lock."""
+        return self.dialect == "sqlite"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (`BEGIN IMMEDIATE` on SQLite), committed when the block ends."""
+        async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                await conn.execution_options(**{_WRITE: True})
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads; anything it starts is rolled back when the block ends."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest migration (safe to run from many processes)."""
+        from smsrelay.store.migrations import upgrade_to_head
+
+        async with self.transaction() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                )
+            await conn.run_sync(upgrade_to_head)
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def async_url(url: str) -> str:
+    """The URL with its async driver: `sqlite+aiosqlite`, `postgresql+asyncpg`."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(
+        f"unsupported database URL scheme {parsed.drivername!r}: "
+        "use sqlite:///path/to/file.db or postgresql://user:password@host/dbname"
+    )
+
+
+def open_database(url: str, **engine_options: Any) -> Database:
+    """Open (not yet migrate) the database at `url`; SQLite and PostgreSQL are supported."""
+    full_url = async_url(url)
+    if full_url.startswith("sqlite"):
+        engine = create_async_engine(full_url, **engine_options)
+        _tune_sqlite(engine)
+    else:
+        engine_options.setdefault("pool_pre_ping", True)
+        engine = create_async_engine(full_url, **engine_options)
+    return Database(engine)
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to the `begin` listener below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in _SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def insert_ignoring_duplicates(db: Database, table: Table) -> Insert:
+    """An INSERT that skips rows violating a unique constraint (ON CONFLICT DO NOTHING).
+
+    Unlike catching the error, this leaves a PostgreSQL transaction usable, and the
+    affected row count tells whether the row was new.
+    """
+    if db.is_sqlite:
+        return sqlite_insert(table).on_conflict_do_nothing()
+    return postgresql_insert(table).on_conflict_do_nothing()

@@ -1,0 +1,429 @@
+"""Messages: intake into the outbox, reading one or a page of them, canceling.
+
+The dispatch side of the outbox (claiming, recording attempts) is in `store.outbox`; its
+names are re-exported here so callers can import every message operation from one place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smsrelay.store.database import AnyRow, Database
+from smsrelay.store.errors import StoreError
+from smsrelay.store.idempotency import (
+    IdempotencyRecord,
+    IdempotentReplay,
+    claim_idempotency_key,
+    find_idempotent_replay,
+)
+from smsrelay.store.lifecycle import CANCELABLE, MessageStatus
+from smsrelay.store.outbox import (
+    AttemptOutcome,
+    AttemptRecord,
+    ClaimedMessage,
+    claim_due_messages,
+    due_connector_ids,
+    expire_unconfirmed,
+    record_attempts,
+    release_lease,
+)
+from smsrelay.store.tables import connectors, message_events, messages, provider_ids
+from smsrelay.store.timestamps import utc_now
+
+__all__ = [
+    "AttemptOutcome",
+    "AttemptRecord",
+    "CancelResult",
+    "ClaimedMessage",
+    "IdempotencyRecord",
+    "IdempotentReplay",
+    "InvalidCursor",
+    "MessageEvent",
+    "MessageRecord",
+    "NewMessage",
+    "cancel_message",
+    "claim_due_messages",
+    "due_connector_ids",
+    "expire_unconfirmed",
+    "get_message",
+    "insert_messages",
+    "list_messages",
+    "new_message_id",
+    "record_attempts",
+    "release_lease",
+]
+
+INSERT_CHUNK = 1000
+MAX_PAGE = 1000
+
+# ---------------------------------------------------------------- ids
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two base32 digits per lookup: ids are made by the ten thousand for batches.
+_DIGIT_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_PAIR_SHIFTS = (70, 60, 50, 40, 30, 20, 10, 0)
+MESSAGE_ID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_id_lock = threading.Lock()
+_last_id: tuple[int, int] = (0, 0)
+_time_prefix: tuple[int, str] = (-1, "")
+
+
+def new_message_id() -> str:
+    """A new 26-character message id (ULID: millisecond time, then randomness).
+
+    Ids sort by creation time, also within one millisecond of one process (the random
+    part is incremented there), so the newest-first list can page by id alone.
+    """
+    global _last_id, _time_prefix
+    with _id_lock:
+        millis = time.time_ns() // 1_000_000
+        last_millis, last_random = _last_id
+        if millis <= last_millis:
+            millis, randomness = last_millis, last_random + 1
+            if randomness >> 80:
+                millis, randomness = millis + 1, int.from_bytes(os.urandom(10), "big")
+        else:
+            randomness = int.from_bytes(os.urandom(10), "big")
+        _last_id = (millis, randomness)
+        if _time_prefix[0] != millis:
+            _time_prefix = (millis, _encode_time(millis))
+        prefix = _time_prefix[1]
+    return prefix + "".join([_DIGIT_PAIRS[(randomness >> s) & 1023] for s in _PAIR_SHIFTS])
+
+
+def _encode_time(millis: int) -> str:
+    digits = []
+    for _ in range(10):
+        millis, digit = divmod(millis, 32)
+        digits.append(_CROCKFORD[digit])
+    return "".join(reversed(digits))
+
+
+# ---------------------------------------------------------------- intake
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One message to queue; the caller generates `id` (new_message_id) to answer at once."""
+
+    id: str
+    connector_id: int
+    to: str
+    created_at: datetime
+    body: str | None = None
+    sender_name: str | None = None
+    sender_id: str | None = None
+    template_id: str | None = None
+    template_variables: tuple[str, ...] = ()
+    entity_id: str | None = None
+    campaign_id: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+    webhook_id: str | None = None
+    send_at: datetime | None = None
+    segments: int = 1
+    encoding: str = "gsm7"
+
+
+def _row_values(message: NewMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "connector_id": message.connector_id,
+        "sender_name": message.sender_name,
+        "sender_id": message.sender_id,
+        "to": message.to,
+        "body": message.body,
+        "template_id": message.template_id,
+        "template_variables": list(message.template_variables) or None,
+        "entity_id": message.entity_id,
+        "campaign_id": message.campaign_id,
+        "params": dict(message.params) or None,
+        "webhook_id": message.webhook_id,
+        "status": MessageStatus.QUEUED.value,
+        "send_at": message.send_at,
+        "next_attempt_at": message.send_at or message.created_at,
+        "attempts": 0,
+        "segments": message.segments,
+        "encoding": message.encoding,
+        "created_at": message.created_at,
+        "updated_at": message.created_at,
+    }
+
+
+class _KeyTaken(Exception):
+    pass
+
+
+async def insert_messages(
+    db: Database,
+    new_messages: Sequence[NewMessage],
+    *,
+    idempotency: IdempotencyRecord | None = None,
+) -> IdempotentReplay | None:
+    """Queue messages in one transaction; with `idempotency`, at most once per key.
+
+    Returns None when the messages were queued, or the stored answer when the idempotency
+    key was used before for the same request (nothing is queued then). Raises
+    `IdempotencyConflict` when the key was used for a different request.
+    """
+    rows = [_row_values(message) for message in new_messages]
+    # A key can vanish between our failed claim and the lookup (pruned): claim again.
+    for _ in range(3):
+        try:
+            async with db.transaction() as conn:
+                if idempotency is not None and not await claim_idempotency_key(
+                    db, conn, idempotency
+                ):
+                    raise _KeyTaken
+                for start in range(0, len(rows), INSERT_CHUNK):
+                    await conn.execute(insert(messages), rows[start : start + INSERT_CHUNK])
+            return None
+        except _KeyTaken:
+            assert idempotency is not None
+            replay = await find_idempotent_replay(
+                db, idempotency.api_key_id, idempotency.key, idempotency.request_hash
+            )
+            if replay is not None:
+                return replay
+    raise StoreError("the idempotency key kept changing while the request was stored; retry")
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    """One entry of a message's history."""
+
+    id: int
+    at: datetime
+    kind: str  # status | attempt | report | note
+    status: str | None
+    detail: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A message as stored. `events` is filled by `get_message` only (empty in lists)."""
+
+    id: str
+    connector_id: int
+    connector_name: str | None  # None once the connector is deleted
+    sender_name: str | None
+    sender_id: str | None
+    to: str
+    body: str | None
+    template_id: str | None
+    template_variables: tuple[str, ...]
+    entity_id: str | None
+    campaign_id: str | None
+    params: Mapping[str, str]
+    webhook_id: str | None
+    status: MessageStatus
+    send_at: datetime | None
+    next_attempt_at: datetime | None
+    attempts: int
+    segments: int
+    encoding: str
+    failure_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    final_at: datetime | None
+    provider_ids: tuple[str, ...] = ()
+    events: tuple[MessageEvent, ...] = ()
+
+
+class InvalidCursor(StoreError, ValueError):
+    """A list cursor that is not a message id."""
+
+
+def _select_messages() -> Select[Any]:
+    return select(messages, connectors.c.name.label("connector_name")).outerjoin(
+        connectors, connectors.c.id == messages.c.connector_id
+    )
+
+
+def _record(
+    row: AnyRow, ids: Sequence[str] = (), events: Sequence[MessageEvent] = ()
+) -> MessageRecord:
+    return MessageRecord(
+        id=row.id,
+        connector_id=row.connector_id,
+        connector_name=row.connector_name,
+        sender_name=row.sender_name,
+        sender_id=row.sender_id,
+        to=row.to,
+        body=row.body,
+        template_id=row.template_id,
+        template_variables=tuple(row.template_variables or ()),
+        entity_id=row.entity_id,
+        campaign_id=row.campaign_id,
+        params=dict(row.params or {}),
+        webhook_id=row.webhook_id,
+        status=MessageStatus(row.status),
+        send_at=row.send_at,
+        next_attempt_at=row.next_attempt_at,
+        attempts=row.attempts,
+        segments=row.segments,
+        encoding=row.encoding,
+        failure_reason=row.failure_reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        sent_at=row.sent_at,
+        final_at=row.final_at,
+        provider_ids=tuple(ids),
+        events=tuple(events),
+    )
+
+
+async def _provider_ids_of(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    if not ids:
+        return found
+    rows = await conn.execute(
+        select(provider_ids.c.message_id, provider_ids.c.provider_id)
+        .where(provider_ids.c.message_id.in_(ids))
+        .order_by(provider_ids.c.message_id, provider_ids.c.provider_id)
+    )
+    for message_id, provider_id in rows:
+        found.setdefault(message_id, []).append(provider_id)
+    return found
+
+
+async def get_message(db: Database, message_id: str) -> MessageRecord | None:
+    """One message with its provider ids and its history in order; None if unknown."""
+    async with db.connect() as conn:
+        row = (await conn.execute(_select_messages().where(messages.c.id == message_id))).first()
+        if row is None:
+            return None
+        event_rows = await conn.execute(
+            select(message_events)
+            .where(message_events.c.message_id == message_id)
+            .order_by(message_events.c.id)
+        )
+        events = [
+            MessageEvent(id=e.id, at=e.at, kind=e.kind, status=e.status, detail=e.detail)
+            for e in event_rows
+        ]
+        ids = (await _provider_ids_of(conn, [message_id])).get(message_id, [])
+    return _record(row, ids, events)
+
+
+async def list_messages(
+    db: Database,
+    *,
+    status: str | Sequence[str] | None = None,
+    to: str | None = None,
+    connector: str | None = None,
+    campaign_id: str | None = None,
+    sender: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[MessageRecord], str | None]:
+    """A page of messages, newest first, and the cursor of the next page (None at the end).
+
+    Filters combine with AND; `connector` and `sender` are names; `created_after` is
+    inclusive and `created_before` exclusive; `cursor` is the last id of the previous page.
+    """
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE} (got {limit})")
+    query = _select_messages()
+    if status is not None:
+        wanted = [status] if isinstance(status, str) else list(status)
+        query = query.where(messages.c.status.in_([MessageStatus(s).value for s in wanted]))
+    if to is not None:
+        query = query.where(messages.c.to == to)
+    if connector is not None:
+        query = query.where(connectors.c.name == connector)
+    if campaign_id is not None:
+        query = query.where(messages.c.campaign_id == campaign_id)
+    if sender is not None:
+        query = query.where(messages.c.sender_name == sender)
+    if created_after is not None:
+        query = query.where(messages.c.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(messages.c.created_at < created_before)
+    if cursor is not None:
+        if not MESSAGE_ID_PATTERN.match(cursor):
+            raise InvalidCursor(f"cursor {cursor[:40]!r} is not a message id")
+        query = query.where(messages.c.id < cursor)
+    query = query.order_by(messages.c.id.desc()).limit(limit + 1)
+    async with db.connect() as conn:
+        rows = (await conn.execute(query)).all()
+        page = rows[:limit]
+        ids = await _provider_ids_of(conn, [row.id for row in page])
+    records = [_record(row, ids.get(row.id, ())) for row in page]
+    next_cursor = page[-1].id if len(rows) > limit else None
+    return records, next_cursor
+
+
+# ---------------------------------------------------------------- canceling
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """What `cancel_message` did: `status` is the message's status afterwards.
+
+    `reason` says why nothing was canceled: `not_found`, or the message's status (it is
+    already with the provider or finished).
+    """
+
+    canceled: bool
+    status: MessageStatus | None
+    reason: str | None = None
+
+
+async def cancel_message(
+    db: Database, message_id: str, now: datetime | None = None
+) -> CancelResult:
+    """Cancel a message that is not yet with the provider (queued or held)."""
+    now = now or utc_now()
+    async with db.transaction() as conn:
+        previous = (
+            await conn.execute(
+                select(messages.c.status).where(messages.c.id == message_id).with_for_update()
+            )
+        ).scalar_one_or_none()
+        if previous is None:
+            return CancelResult(canceled=False, status=None, reason="not_found")
+        if MessageStatus(previous) not in CANCELABLE:
+            return CancelResult(
+                canceled=False,
+                status=MessageStatus(previous),
+                reason=(
+                    f"the message is {previous}; only queued or held (dispatch_error) "
+                    "messages can be canceled"
+                ),
+            )
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id == message_id)
+            .values(
+                status=MessageStatus.CANCELED.value,
+                next_attempt_at=None,
+                final_at=now,
+                updated_at=now,
+            )
+        )
+        await conn.execute(
+            insert(message_events).values(
+                message_id=message_id,
+                at=now,
+                kind="status",
+                status=MessageStatus.CANCELED.value,
+                detail={"from": previous, "reason": "canceled"},
+            )
+        )
+    return CancelResult(canceled=True, status=MessageStatus.CANCELED)

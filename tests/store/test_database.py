@@ -1,0 +1,111 @@
+"""The database handle: SQLite tuning and write locking, URLs, timestamps on both databases."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from smsrelay.store.database import Database, async_url, open_database
+from smsrelay.store.tables import api_keys
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    db = open_database(f"sqlite:///{tmp_path / 'x.db'}")
+    async with db.transaction() as conn:
+        await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+    yield db
+    await db.close()
+
+
+async def test_sqlite_connections_are_tuned(sqlite_db: Database) -> None:
+    async with sqlite_db.connect() as conn:
+        pragmas = {
+            name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+            for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+        }
+    assert pragmas == {
+        "journal_mode": "wal",
+        "synchronous": 1,
+        "busy_timeout": 10000,
+        "foreign_keys": 1,
+    }
+
+
+async def test_sqlite_write_transaction_takes_the_write_lock_at_once(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "x.db", timeout=0, isolation_level=None)
+    try:
+        async with sqlite_db.transaction():
+            # Nothing written yet, but another writer is already locked out.
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_sqlite_reads_do_not_block_writers(sqlite_db: Database, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "x.db", timeout=0, isolation_level=None)
+    try:
+        async with sqlite_db.connect() as conn:
+            await conn.execute(text("SELECT count(*) FROM t"))
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO t VALUES (1)")
+            other.execute("COMMIT")
+    finally:
+        other.close()
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(sqlite_db: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with sqlite_db.transaction() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+            raise RuntimeError("abort")
+    async with sqlite_db.connect() as conn:
+        count = (await conn.execute(text("SELECT count(*) FROM t"))).scalar()
+    assert count == 0
+
+
+def test_urls_get_their_async_driver() -> None:
+    assert async_url("sqlite:///./smsrelay.db") == "sqlite+aiosqlite:///./smsrelay.db"
+    assert async_url("postgresql://u:p@db/smsrelay") == "postgresql+asyncpg://u:p@db/smsrelay"
+    assert async_url("postgres://u@db/x") == "postgresql+asyncpg://u@db/x"
+    assert async_url("postgresql+asyncpg://u@db/x") == "postgresql+asyncpg://u@db/x"
+    with pytest.raises(ValueError, match="unsupported"):
+        async_url("mysql://u@db/x")
+
+
+async def test_timestamps_come_back_as_the_same_instant_in_utc(database: Database) -> None:
+    india = timezone(timedelta(hours=5, minutes=30))
+    created = datetime(2024, 3, 1, 17, 30, 15, 123456, tzinfo=india)
+    async with database.transaction() as conn:
+        await conn.execute(
+            api_keys.insert().values(name="k", prefix="sr_x", key_hash="h", created_at=created)
+        )
+    async with database.connect() as conn:
+        stored = (await conn.execute(select(api_keys.c.created_at))).scalar_one()
+    assert stored == created
+    assert stored.tzinfo is UTC
+    assert stored == datetime(2024, 3, 1, 12, 0, 15, 123456, tzinfo=UTC)
+
+
+async def test_naive_timestamps_are_refused(database: Database) -> None:
+    with pytest.raises(Exception, match="timezone-aware"):
+        async with database.transaction() as conn:
+            await conn.execute(
+                api_keys.insert().values(
+                    name="k", prefix="sr_x", key_hash="h", created_at=datetime(2024, 1, 1)
+                )
+            )
+
+
+async def test_dialect_names(database: Database, database_url: str) -> None:
+    assert database.dialect == ("sqlite" if database_url.startswith("sqlite") else "postgresql")
