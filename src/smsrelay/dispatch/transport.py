@@ -1,0 +1,274 @@
+"""The only place smsrelay performs outbound HTTP (the httpx "transport" seam).
+
+A `Transport` takes an `HttpRequest` and returns an `HttpResponse` or raises
+`TransportError`, whose `retryable` flag tells the sender loop what to do (as courier's
+`errors.go`). `AiohttpTransport` is the real one: one pooled `aiohttp.ClientSession`, bodies
+read up to a cap, redirects followed by hand. `InMemoryTransport` answers from a function,
+for tests.
+
+Every hop, redirects included, goes through the outbound guard (`address_guard`, SPEC §8).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from yarl import URL
+
+from smsrelay.connectors.exchange import HttpRequest, HttpResponse
+from smsrelay.dispatch.address_guard import (
+    BlockedAddressError,
+    GuardedResolver,
+    OutboundPolicy,
+    blocked_reason,
+    target_refusal,
+)
+
+MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_REDIRECTS = 5
+USER_AGENT = "smsrelay/0.1"
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+class TransportError(Exception):
+    """A request got no HTTP answer; `retryable` says whether trying again may help.
+
+    `reason` is machine-readable (`timeout`, `connection_error`, `blocked_address: …`);
+    `detail` says what happened in words a user can act on.
+    """
+
+    def __init__(self, reason: str, detail: str, *, retryable: bool) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.retryable = retryable
+        super().__init__(f"{reason}: {detail}" if detail and detail != reason else reason)
+
+
+class Transport(Protocol):
+    """Performs one HTTP request."""
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Send `request`; return the response or raise `TransportError`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+# ---------------------------------------------------------------- aiohttp transport
+
+
+def _redirect_method(status: int, method: str) -> str:
+    # What browsers and httpx do: 303 always becomes GET, 301/302 turn a POST into a GET.
+    if status == 303 and method != "HEAD":
+        return "GET"
+    if status in (301, 302) and method == "POST":
+        return "GET"
+    return method
+
+
+def _same_origin(a: URL, b: URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+def _response_headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for key, value in resp.headers.items():
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """Read at most `cap` bytes of the body; a larger body is cut (and the connection dropped)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= cap:
+            resp.close()
+            break
+    return b"".join(chunks)[:cap]
+
+
+class AiohttpTransport:
+    """Outbound HTTP over one shared, pooled `aiohttp.ClientSession`, behind the guard."""
+
+    def __init__(
+        self,
+        *,
+        allow_hosts: Sequence[str] = (),
+        connection_limit: int = 256,
+        connection_limit_per_host: int = 0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_redirects: int = MAX_REDIRECTS,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self.policy = OutboundPolicy(allow_hosts)
+        self.max_response_bytes = max_response_bytes
+        self.max_redirects = max_redirects
+        self._connection_limit = connection_limit
+        self._connection_limit_per_host = connection_limit_per_host
+        self._inner_resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use: a ClientSession must be built inside the running loop.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._connection_limit,
+                limit_per_host=self._connection_limit_per_host,
+                resolver=GuardedResolver(self.policy, self._inner_resolver),
+                ttl_dns_cache=60,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                trust_env=False,  # a proxy from the environment would bypass the guard
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Send `request`, following up to `max_redirects` redirects, each target checked."""
+        deadline = time.monotonic() + timeout
+        method, url = request.method.upper(), URL(request.url, encoded=True)
+        headers = list(request.headers)
+        body: bytes | None = request.body or None
+        for _hop in range(self.max_redirects + 1):
+            refusal = target_refusal(url, self.policy)
+            if refusal is not None:
+                raise TransportError(refusal.reason, refusal.detail, retryable=False)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportError("timeout", f"no answer within {timeout:g} s", retryable=True)
+            status, resp_headers, resp_body = await self._send_once(
+                method, url, headers, body, remaining, timeout
+            )
+            location = resp_headers.get("Location") or resp_headers.get("location")
+            if status not in _REDIRECT_STATUSES or not location:
+                return HttpResponse(status=status, headers=resp_headers, body=resp_body)
+            try:
+                target = url.join(URL(location))
+            except ValueError as exc:
+                raise TransportError(
+                    "invalid_redirect", f"redirect to {location!r}: {exc}", retryable=False
+                ) from exc
+            new_method = _redirect_method(status, method)
+            if new_method != method:
+                body = None
+                headers = [
+                    (k, v)
+                    for k, v in headers
+                    if k.lower() not in ("content-type", "content-length")
+                ]
+            if not _same_origin(url, target):
+                # Credentials meant for the provider must not follow it to another host.
+                headers = [
+                    (k, v) for k, v in headers if k.lower() not in ("authorization", "cookie")
+                ]
+            method, url = new_method, target
+        raise TransportError(
+            "too_many_redirects",
+            f"more than {self.max_redirects} redirects starting at {request.url}",
+            retryable=False,
+        )
+
+    async def _send_once(
+        self,
+        method: str,
+        url: URL,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        remaining: float,
+        timeout: float,
+    ) -> tuple[int, dict[str, str], bytes]:
+        names = {k.lower() for k, _ in headers}
+        if "user-agent" not in names:
+            headers = [*headers, ("User-Agent", USER_AGENT)]
+        skip = () if "content-type" in names else ("Content-Type",)
+        try:
+            async with self._client().request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=remaining),
+                skip_auto_headers=skip,
+            ) as resp:
+                data = await _read_capped(resp, self.max_response_bytes)
+                return resp.status, _response_headers(resp), data
+        except TimeoutError as exc:
+            raise TransportError(
+                "timeout", f"no answer from {url.host} within {timeout:g} s", retryable=True
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedAddressError):
+                blocked = exc.os_error
+                raise TransportError(
+                    blocked_reason(blocked.host, blocked.address, blocked.why),
+                    "nothing was sent",
+                    retryable=False,
+                ) from exc
+            if isinstance(exc, aiohttp.ClientSSLError):
+                raise TransportError("tls_error", str(exc), retryable=False) from exc
+            raise TransportError("connection_error", str(exc), retryable=True) from exc
+        except aiohttp.InvalidURL as exc:
+            raise TransportError("invalid_url", str(exc), retryable=False) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            # Reset, disconnect, truncated payload: the provider may try again fine.
+            raise TransportError(
+                "connection_error", f"{type(exc).__name__}: {exc}", retryable=True
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the shared session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> AiohttpTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+# ---------------------------------------------------------------- in-memory transport
+
+Handler = Callable[[HttpRequest], "HttpResponse | Awaitable[HttpResponse]"]
+
+
+class InMemoryTransport:
+    """Answers requests with a function instead of the network; keeps every request seen.
+
+    The handler may return an `HttpResponse` (or an awaitable of one) or raise
+    `TransportError` to simulate timeouts and refused connections.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[HttpRequest] = []
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Record `request` and return the handler's answer."""
+        self.requests.append(request)
+        answer = self.handler(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        assert isinstance(answer, HttpResponse)
+        return answer
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+__all__ = ["AiohttpTransport", "InMemoryTransport", "Transport", "TransportError"]
