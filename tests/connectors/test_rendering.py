@@ -10,7 +10,7 @@ import pytest
 
 from smsrelay.connectors import placeholders, rendering
 from smsrelay.connectors.definition import ConnectorDefinition, parse_definition
-from smsrelay.connectors.errors import DefinitionError, MissingParameter, RenderError
+from smsrelay.connectors.errors import MissingParameter, RenderError
 from smsrelay.connectors.exchange import HttpRequest, OutboundMessage
 from smsrelay.connectors.rendering import (
     CompiledConnector,
@@ -389,7 +389,8 @@ def test_oauth2_header_needs_a_token_from_the_caller() -> None:
     assert render_one(compiled, env=with_token).header("Authorization") == "Bearer tok-1"
 
 
-def test_oauth2_token_sent_in_the_body() -> None:
+def test_oauth2_send_as_body_still_sends_the_token_as_bearer() -> None:
+    """send_as chooses how client credentials reach the token endpoint, not the provider."""
     auth = {
         "type": "oauth2",
         "token_url": "https://auth.example.com/oauth2/token",
@@ -399,36 +400,9 @@ def test_oauth2_token_sent_in_the_body() -> None:
     }
     env = RenderEnvironment(secrets={"key": "s3cret"}, access_token="tok 1")
     as_json = json_connector({"to": "{{to}}", "text": "{{body}}"}, auth=auth)
-    assert render_one(as_json, env=env).body == (
-        b'{"to":"+4915112345678","text":"Hello Anna","access_token":"tok 1"}'
-    )
-    assert render_one(as_json, env=env).header("Authorization") is None
-    as_form = connector({"auth": auth, "body": {"form": {"to": "{{to}}", "text": "{{body}}"}}})
-    assert render_one(as_form, env=env).body == (
-        b"to=%2B4915112345678&text=Hello+Anna&access_token=tok+1"
-    )
-    as_query = connector({"auth": auth, "method": "GET", "query": {"to": "{{to}}", "m": "$$Body"}})
-    assert render_one(as_query, env=env).url.endswith("&access_token=tok%201")
-
-
-def test_oauth2_in_a_raw_body_is_refused_when_compiling() -> None:
-    document = {
-        "name": "t",
-        "request": {
-            "url": "https://sms.example.com/send",
-            "auth": {
-                "type": "oauth2",
-                "token_url": "https://auth.example.com/token",
-                "client_id": "id",
-                "client_secret": "x",
-                "send_as": "body",
-            },
-            "body": {"raw": "{{to}} {{body}}"},
-        },
-    }
-    with pytest.raises(DefinitionError) as refused:
-        compile_connector(parse_definition(document))
-    assert refused.value.errors[0].path == "request.auth.send_as"
+    rendered = render_one(as_json, env=env)
+    assert rendered.header("Authorization") == "Bearer tok 1"
+    assert rendered.body == b'{"to":"+4915112345678","text":"Hello Anna"}'
 
 
 # ---------------------------------------------------------------- batching

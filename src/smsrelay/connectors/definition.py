@@ -94,6 +94,8 @@ class AuthOAuth2(_Model):
     client_secret: Text
     scope: Text | None = None
     extra: TextMap = Field(default_factory=dict)
+    # How the client credentials reach the token endpoint: HTTP Basic (header) or form
+    # fields (body). The access token always goes to the provider as `Bearer`.
     send_as: Literal["header", "body"] = "header"
 
 

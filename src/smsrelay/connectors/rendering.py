@@ -412,7 +412,6 @@ class CompiledConnector:
     headers: tuple[tuple[str, TextRender], ...]
     content_type: str | None
     auth_header: Callable[[_Values, RenderEnvironment], str] | None
-    token_in_body: bool
     body_type: str
     json_body: JsonRender | None
     form_body: tuple[_Field, ...]
@@ -481,25 +480,7 @@ def compile_connector(definition: ConnectorDefinition) -> CompiledConnector:
             batch_value = compiler.json_render(value_text, "batch.value", None, per_message=True)
             batch_text = compiler.text(value_text, "batch.value", per_message=True)
 
-    auth_header, token_in_body = _compile_auth(compiler, definition)
-    if token_in_body and not (
-        body.type == "form"
-        or body.type == "none"
-        or (
-            body.type == "json"
-            and isinstance(body.json_template, dict)
-            and _batch_leaves_root_object(definition)
-        )
-    ):
-        raise DefinitionError(
-            [
-                FieldError(
-                    "request.auth.send_as",
-                    "body puts access_token into a form body, a JSON object body or the query "
-                    "(no body); this body cannot carry it, use send_as: header",
-                )
-            ]
-        )
+    auth_header = _compile_auth(compiler, definition)
 
     batch_names = sorted(
         name
@@ -516,7 +497,6 @@ def compile_connector(definition: ConnectorDefinition) -> CompiledConnector:
         headers=headers,
         content_type=content_type,
         auth_header=auth_header,
-        token_in_body=token_in_body,
         body_type=body.type,
         json_body=json_body,
         form_body=form_body,
@@ -525,11 +505,6 @@ def compile_connector(definition: ConnectorDefinition) -> CompiledConnector:
         batch_value=batch_value,
         batch_text=batch_text,
     )
-
-
-def _batch_leaves_root_object(definition: ConnectorDefinition) -> bool:
-    """False when a batch makes the JSON body a bare list (no room for access_token)."""
-    return definition.batch is None or bool(definition.batch.path)
 
 
 def _compile_url(compiler: _Compiler, url: str) -> TextRender:
@@ -591,7 +566,7 @@ def _concatenate(renders: list[FieldRender]) -> FieldRender:
 
 def _compile_auth(
     compiler: _Compiler, definition: ConnectorDefinition
-) -> tuple[Callable[[_Values, RenderEnvironment], str] | None, bool]:
+) -> Callable[[_Values, RenderEnvironment], str] | None:
     auth = definition.request.auth
     if isinstance(auth, AuthBasic):
         username = compiler.text(auth.username, "request.auth.username")
@@ -601,15 +576,15 @@ def _compile_auth(
             pair = f"{username(values)}:{password(values)}".encode()
             return "Basic " + base64.b64encode(pair).decode("ascii")
 
-        return basic, False
+        return basic
     if isinstance(auth, AuthBearer):
         token = compiler.text(auth.token, "request.auth.token")
-        return (lambda values, env: "Bearer " + token(values)), False
+        return lambda values, env: "Bearer " + token(values)
     if isinstance(auth, AuthOAuth2):
-        if auth.send_as == "body":
-            return None, True
-        return (lambda values, env: "Bearer " + _access_token(env)), False
-    return None, False
+        # send_as concerns the client credentials at the token endpoint (see connectors.oauth);
+        # the access token always reaches the provider as a Bearer header.
+        return lambda values, env: "Bearer " + _access_token(env)
+    return None
 
 
 def _access_token(env: RenderEnvironment) -> str:
@@ -772,8 +747,6 @@ def _render(
 def _render_url(compiled: CompiledConnector, values: _Values, env: RenderEnvironment) -> str:
     url = compiled.url(values)
     query_pairs = _render_fields(compiled.query, values, _escape_url)
-    if compiled.token_in_body and compiled.body_type == "none":
-        query_pairs.append("access_token=" + quote(_access_token(env), safe=""))
     if not query_pairs:
         return url
     joined = "&".join(query_pairs)
@@ -809,13 +782,9 @@ def _render_headers(
 def _render_body(compiled: CompiledConnector, values: _Values, env: RenderEnvironment) -> bytes:
     if compiled.json_body is not None:
         document = compiled.json_body(values)
-        if compiled.token_in_body:
-            document = {**document, "access_token": _access_token(env)}
         return _JSON_ENCODER.encode(document).encode()
     if compiled.body_type == "form":
         pairs = _render_fields(compiled.form_body, values, _escape_form)
-        if compiled.token_in_body:
-            pairs.append("access_token=" + quote_plus(_access_token(env), safe=""))
         return "&".join(pairs).encode("ascii")
     if compiled.raw_body is not None:
         return compiled.raw_body(values).encode()
