@@ -1,0 +1,315 @@
+"""`/v1/connectors`: manage connector definitions, preview and test them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Response
+
+from smsrelay.api.auth import get_runtime, require_api_key
+from smsrelay.api.problems import Problem, not_found
+from smsrelay.api.schemas import SampleMessage
+from smsrelay.connectors.definition import SECRET_MASK, ConnectorDefinition, parse_definition
+from smsrelay.connectors.errors import FieldError, RenderError
+from smsrelay.connectors.exchange import OutboundMessage
+from smsrelay.connectors.phone import InvalidPhoneNumber, normalise_phone
+from smsrelay.connectors.redaction import redact_request
+from smsrelay.connectors.rendering import RenderEnvironment, compile_connector, render_request
+from smsrelay.connectors.text_encoding import analyse_text
+from smsrelay.runtime import Runtime
+from smsrelay.store.connectors import (
+    StoredConnector,
+    delete_connector,
+    get_connector,
+    list_connectors,
+    merge_secrets,
+    rotate_dlr_token,
+    save_connector,
+)
+from smsrelay.store.errors import ConnectorInUse
+from smsrelay.store.messages import (
+    MessageEvent,
+    MessageRecord,
+    NewMessage,
+    get_message,
+    insert_messages,
+    new_message_id,
+)
+from smsrelay.store.timestamps import utc_now
+
+router = APIRouter(
+    prefix="/v1/connectors", tags=["connectors"], dependencies=[Depends(require_api_key)]
+)
+
+DefinitionBody = Body(
+    ...,
+    description="A connector definition (SPEC §2), as JSON. Secrets given as *** keep their stored value.",
+    examples=[
+        {
+            "name": "acme",
+            "request": {
+                "url": "https://sms.example.com/send",
+                "headers": {"Authorization": "Bearer {{secret.api_key}}"},
+                "body": {"json": {"to": "{{to}}", "text": "{{body}}", "ref": "{{message_id}}"}},
+            },
+            "response": {"message_id": "$.id"},
+            "secrets": {"api_key": "…"},
+        }
+    ],
+)
+
+
+def connector_view(stored: StoredConnector, runtime: Runtime) -> dict[str, Any]:
+    """The API's picture of a connector: definition with secrets masked, and its callback URL."""
+    return {
+        "name": stored.name,
+        "version": stored.version,
+        "callback_url": runtime.callback_url(stored.dlr_token),
+        "created_at": stored.created_at.isoformat(),
+        "updated_at": stored.updated_at.isoformat(),
+        "definition": stored.definition.export(mask_secrets=True),
+    }
+
+
+async def load_connector(runtime: Runtime, name: str) -> StoredConnector:
+    """The stored connector by name, or a 404 problem."""
+    stored = await get_connector(runtime.database, runtime.secret_box, name)
+    if stored is None:
+        raise not_found("connector", name)
+    return stored
+
+
+@router.get("")
+async def list_all(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """Every connector, by name."""
+    stored = await list_connectors(runtime.database, runtime.secret_box)
+    return {"data": [connector_view(s, runtime) for s in stored]}
+
+
+@router.post("", status_code=201)
+async def create(
+    document: dict[str, Any] = DefinitionBody, runtime: Runtime = Depends(get_runtime)
+) -> dict[str, Any]:
+    """Create a connector; 409 if the name is taken (use PUT to change it)."""
+    definition = parse_definition(document)
+    if await get_connector(runtime.database, runtime.secret_box, definition.name) is not None:
+        raise Problem(
+            409,
+            f"connector {definition.name!r} exists; PUT /v1/connectors/{definition.name} changes it",
+        )
+    stored = await save_connector(runtime.database, runtime.secret_box, definition)
+    return connector_view(stored, runtime)
+
+
+@router.get("/{name}")
+async def show(name: str, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """One connector, secrets masked."""
+    return connector_view(await load_connector(runtime, name), runtime)
+
+
+@router.put("/{name}")
+async def replace(
+    name: str, document: dict[str, Any] = DefinitionBody, runtime: Runtime = Depends(get_runtime)
+) -> dict[str, Any]:
+    """Save a new version (or create). Omitted secrets and secrets given as *** are kept."""
+    document = dict(document)
+    document.setdefault("name", name)
+    if document["name"] != name:
+        raise Problem(
+            422,
+            "the name in the body differs from the URL",
+            errors=[
+                FieldError(
+                    "name",
+                    f"is {document['name']!r}, the URL says {name!r}; rename is not supported",
+                )
+            ],
+        )
+    stored = await get_connector(runtime.database, runtime.secret_box, name)
+    given = document.get("secrets") or {}
+    if not isinstance(given, Mapping):
+        raise Problem(
+            422, "secrets must be an object", errors=[FieldError("secrets", "must be an object")]
+        )
+    if stored is not None:
+        document["secrets"] = merge_secrets(
+            {str(k): str(v) for k, v in given.items()}, stored.definition.secrets, replace=False
+        )
+    elif any(v == SECRET_MASK for v in given.values()):
+        raise Problem(
+            422,
+            "secrets given as *** but nothing is stored yet",
+            errors=[FieldError("secrets", "give real values")],
+        )
+    definition = parse_definition(document)
+    saved = await save_connector(runtime.database, runtime.secret_box, definition)
+    return connector_view(saved, runtime)
+
+
+@router.delete("/{name}", status_code=204)
+async def remove(name: str, runtime: Runtime = Depends(get_runtime)) -> Response:
+    """Delete a connector (refused while messages wait for it or senders use it)."""
+    try:
+        deleted = await delete_connector(runtime.database, name)
+    except ConnectorInUse as exc:
+        raise Problem(409, str(exc)) from exc
+    if not deleted:
+        raise not_found("connector", name)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/rotate-callback-token")
+async def rotate_token(name: str, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """Issue a new delivery-report URL; the old one stops working at once."""
+    await load_connector(runtime, name)
+    token = await rotate_dlr_token(runtime.database, name)
+    return {"name": name, "callback_url": runtime.callback_url(token)}
+
+
+def sample_outbound(
+    sample: SampleMessage, *, message_id: str, default_region: str
+) -> OutboundMessage:
+    """An OutboundMessage from a sample, validating the number (422 naming the field)."""
+    try:
+        to = normalise_phone(sample.to, default_region or None)
+    except InvalidPhoneNumber as exc:
+        raise Problem(
+            422, "the recipient is not a valid phone number", errors=[FieldError("to", str(exc))]
+        ) from exc
+    return OutboundMessage(
+        message_id=message_id,
+        to=to,
+        body=sample.body,
+        sender=sample.sender,
+        template_id=sample.template_id,
+        template_variables=tuple(sample.template_variables),
+        entity_id=sample.entity_id,
+        campaign_id=sample.campaign_id,
+        params=dict(sample.params),
+    )
+
+
+def preview_request(
+    definition: ConnectorDefinition, message: OutboundMessage, callback_url: str
+) -> dict[str, Any]:
+    """Render the request for one message, secrets redacted; RenderError becomes a 422."""
+    compiled = compile_connector(definition)
+    env = RenderEnvironment(
+        secrets=definition.secrets, callback_url=callback_url, access_token="***"
+    )
+    try:
+        request = render_request(compiled, [message], env)
+    except RenderError as exc:
+        raise Problem(
+            422,
+            f"the message cannot be rendered with this connector: {exc.detail}",
+            errors=[FieldError("", exc.reason)],
+        ) from exc
+    return redact_request(request, definition.secrets).as_trace()
+
+
+@router.post("/{name}/preview")
+async def preview(
+    name: str, sample: SampleMessage, runtime: Runtime = Depends(get_runtime)
+) -> dict[str, Any]:
+    """Render the request a sample message would produce; nothing is sent."""
+    stored = await load_connector(runtime, name)
+    message = sample_outbound(
+        sample,
+        message_id="preview0000000000000000000",
+        default_region=runtime.settings.default_region,
+    )
+    text = analyse_text(sample.body or "")
+    return {
+        "request": preview_request(
+            stored.definition, message, runtime.callback_url(stored.dlr_token)
+        ),
+        "encoding": text.encoding,
+        "segments": text.segments,
+    }
+
+
+TEST_WAIT_SECONDS = 20.0
+
+
+@router.post("/{name}/test")
+async def send_test(
+    name: str, sample: SampleMessage, runtime: Runtime = Depends(get_runtime)
+) -> dict[str, Any]:
+    """Send one real SMS through this connector now; answer with the attempt's full trace.
+
+    The message goes through the outbox like any other (rate limit, retries, delivery
+    tracking), so its delivery report is tracked too; the answer waits for its first attempt.
+    """
+    stored = await load_connector(runtime, name)
+    message_id = new_message_id()
+    outbound = sample_outbound(
+        sample, message_id=message_id, default_region=runtime.settings.default_region
+    )
+    preview_request(stored.definition, outbound, runtime.callback_url(stored.dlr_token))
+    text = analyse_text(sample.body or "")
+    new = NewMessage(
+        id=message_id,
+        connector_id=stored.id,
+        to=outbound.to,
+        created_at=utc_now(),
+        body=sample.body,
+        sender_id=sample.sender,
+        template_id=sample.template_id,
+        template_variables=tuple(sample.template_variables),
+        entity_id=sample.entity_id,
+        campaign_id=sample.campaign_id,
+        params=dict(sample.params),
+        segments=text.segments,
+        encoding=text.encoding,
+    )
+    await insert_messages(runtime.database, [new])
+    runtime.notify_dispatcher()
+    attempt = await _first_attempt(runtime, message_id)
+    if attempt is None:
+        raise Problem(
+            504,
+            f"no dispatcher sent the test message {message_id} within {TEST_WAIT_SECONDS:.0f} s; "
+            "is `smsrelay serve` (with its dispatcher) or `smsrelay worker` running?",
+            extra={"message_id": message_id},
+        )
+    record, event = attempt
+    detail = dict(event.detail or {})
+    outcome = str(detail.get("outcome", ""))
+    verdicts = {"sent": "accepted", "retry": "retry", "failed": "rejected"}
+    return {
+        "message_id": message_id,
+        "status": record.status.value,
+        "verdict": verdicts.get(outcome, outcome),
+        "provider_ids": detail.get("provider_ids", []),
+        "error": detail.get("error"),
+        "summary": detail.get("summary"),
+        "elapsed_ms": detail.get("elapsed_ms"),
+        "request": detail.get("request"),
+        "response": detail.get("response"),
+    }
+
+
+async def _first_attempt(
+    runtime: Runtime, message_id: str
+) -> tuple[MessageRecord, MessageEvent] | None:
+    deadline = asyncio.get_running_loop().time() + TEST_WAIT_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        record = await get_message(runtime.database, message_id)
+        if record is not None:
+            for event in record.events:
+                if event.kind == "attempt":
+                    return record, event
+            if record.status.value in ("failed", "canceled"):
+                failure = MessageEvent(
+                    id=0,
+                    at=record.updated_at,
+                    kind="attempt",
+                    status=record.status.value,
+                    detail={"outcome": "failed", "error": record.failure_reason},
+                )
+                return record, failure
+        await asyncio.sleep(0.05)
+    return None

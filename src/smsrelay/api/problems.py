@@ -1,0 +1,126 @@
+"""RFC 9457 problem responses, produced in one place for every error the API returns."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from smsrelay.connectors.errors import DefinitionError, FieldError
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("smsrelay.api")
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Internal error",
+    502: "Provider error",
+    503: "Unavailable",
+}
+
+
+class Problem(Exception):
+    """An error answered as `application/problem+json`; raise it from any handler."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: Sequence[FieldError] = (),
+        title: str | None = None,
+        type_: str = "about:blank",
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = list(errors)
+        self.title = title or _TITLES.get(status, "Error")
+        self.type = type_
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+    def to_response(self, instance: str | None = None) -> JSONResponse:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        if self.errors:
+            body["errors"] = [{"path": e.path, "message": e.message} for e in self.errors]
+        body.update(self.extra)
+        return JSONResponse(
+            body, status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers
+        )
+
+
+def not_found(what: str, key: str) -> Problem:
+    """A 404 problem naming what was looked up."""
+    return Problem(404, f"{what} {key!r} does not exist")
+
+
+def _validation_path(loc: Sequence[Any]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route every error through Problem so all answers share one shape."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return exc.to_response(request.url.path)
+
+    @app.exception_handler(DefinitionError)
+    async def _definition(request: Request, exc: DefinitionError) -> JSONResponse:
+        problem = Problem(422, "the connector definition is invalid", errors=exc.errors)
+        return problem.to_response(request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors():
+            loc = list(err.get("loc", ()))
+            message = str(err.get("msg", "invalid"))
+            if message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+            if err.get("type") == "json_invalid":
+                message = "the body is not valid JSON: " + str(err.get("ctx", {}).get("error", ""))
+            errors.append(FieldError(_validation_path(loc), message))
+        problem = Problem(422, "the request is invalid; see errors", errors=errors)
+        return problem.to_response(request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        problem = Problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+        return problem.to_response(request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        problem = Problem(500, "an internal error occurred; it has been logged")
+        return problem.to_response(request.url.path)
