@@ -569,18 +569,73 @@ def messages_list(
 
 @connectors_app.command("apply")
 def connectors_apply(
-    file: Annotated[Path, typer.Argument(help="Connector definition, JSON or YAML.")],
+    file: Annotated[
+        Path | None, typer.Argument(help="Connector definition, JSON or YAML (or use --preset).")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Build from a provider preset (see `connectors presets`).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Preset variable NAME=VALUE, e.g. auth_token=… (repeatable)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Connector name (with --preset).")] = None,
     server: ServerOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Create or update a connector on the server from a definition file."""
-    definition = _read_definition(file)
+    """Create or update a connector on the server from a definition file or a preset."""
+    from smsrelay.connectors.presets import build_from_preset
+
+    if (file is None) == (preset is None):
+        raise _fail("give a definition FILE or --preset NAME (not both)")
+    if preset is not None:
+        try:
+            definition = build_from_preset(
+                preset, connector_name=name, values=_parse_pairs(set_ or [], "--set")
+            )
+        except DefinitionError as exc:
+            lines = [f"preset {preset!r}:"] + [f"  {e}" for e in exc.errors]
+            raise _fail("\n".join(lines)) from exc
+    else:
+        assert file is not None
+        if set_:
+            raise _fail("--set goes with --preset")
+        definition = _read_definition(file)
     client = ApiClient(server, api_key)
-    saved = client.call(
-        "PUT", f"/v1/connectors/{definition.name}", definition.export(mask_secrets=False)
-    )
+    document = definition.export(mask_secrets=False)
+    saved = client.call("PUT", f"/v1/connectors/{definition.name}", document)
     typer.echo(f"connector {saved['name']!r} is at version {saved['version']}")
     typer.echo(f"  delivery-report URL: {saved['callback_url']}")
+
+
+@connectors_app.command("presets")
+def connectors_presets(
+    show: Annotated[str | None, typer.Argument(help="A preset to describe in full.")] = None,
+) -> None:
+    """List the provider presets, or describe one: its variables and the provider set-up."""
+    from smsrelay.connectors.presets import get_preset, list_presets
+
+    if show is None:
+        for info in list_presets():
+            typer.echo(f"{info.name:<14} {info.title}")
+        typer.echo("\nDescribe one: smsrelay connectors presets NAME")
+        return
+    try:
+        info = get_preset(show)
+    except DefinitionError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"{info.title} ({info.name})\n{info.description}\n\nVariables (--set NAME=VALUE):")
+    for var in info.variables:
+        flags = ["required" if var.required else f"default {var.default!r}"]
+        if var.secret:
+            flags.append("secret")
+        if var.choices:
+            flags.append("one of " + ", ".join(var.choices))
+        typer.echo(f"  {var.name:<18} {var.description} [{'; '.join(flags)}]")
+    if info.provider_setup:
+        typer.echo("\nAt the provider:\n" + info.provider_setup.strip())
+    if info.notes:
+        typer.echo("\nNotes:\n" + info.notes.strip())
 
 
 @connectors_app.command("list")

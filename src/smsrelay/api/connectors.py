@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Query, Response
 
 from smsrelay.api.auth import get_runtime, require_api_key
 from smsrelay.api.problems import Problem, not_found
@@ -15,6 +15,12 @@ from smsrelay.connectors.definition import SECRET_MASK, ConnectorDefinition, par
 from smsrelay.connectors.errors import FieldError, RenderError
 from smsrelay.connectors.exchange import OutboundMessage
 from smsrelay.connectors.phone import InvalidPhoneNumber, normalise_phone
+from smsrelay.connectors.presets import (
+    UnknownPresetError,
+    build_from_preset,
+    get_preset,
+    list_presets,
+)
 from smsrelay.connectors.redaction import redact_request
 from smsrelay.connectors.rendering import RenderEnvironment, compile_connector, render_request
 from smsrelay.connectors.text_encoding import analyse_text
@@ -90,10 +96,18 @@ async def list_all(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
 
 @router.post("", status_code=201)
 async def create(
-    document: dict[str, Any] = DefinitionBody, runtime: Runtime = Depends(get_runtime)
+    document: dict[str, Any] = DefinitionBody,
+    preset: str | None = Query(
+        default=None,
+        description="Build from a provider preset: the body is then "
+        '{"name": optional, "values": {variable: value}} (see GET /v1/presets).',
+    ),
+    runtime: Runtime = Depends(get_runtime),
 ) -> dict[str, Any]:
-    """Create a connector; 409 if the name is taken (use PUT to change it)."""
-    definition = parse_definition(document)
+    """Create a connector from a definition or a preset; 409 if the name is taken."""
+    definition = (
+        parse_definition(document) if preset is None else definition_from_preset(preset, document)
+    )
     if await get_connector(runtime.database, runtime.secret_box, definition.name) is not None:
         raise Problem(
             409,
@@ -101,6 +115,28 @@ async def create(
         )
     stored = await save_connector(runtime.database, runtime.secret_box, definition)
     return connector_view(stored, runtime)
+
+
+def definition_from_preset(preset: str, document: Mapping[str, Any]) -> ConnectorDefinition:
+    """A definition built from a preset and `{"name", "values"}`; 404 for an unknown preset."""
+    unknown = set(document) - {"name", "values"}
+    values = document.get("values", {})
+    if unknown or not isinstance(values, Mapping):
+        raise Problem(
+            422,
+            'with ?preset= the body is {"name": optional, "values": {variable: value}}',
+            errors=[FieldError(k, "unknown key") for k in sorted(unknown)]
+            or [FieldError("values", "must be an object")],
+        )
+    name = document.get("name")
+    try:
+        return build_from_preset(
+            preset,
+            connector_name=str(name) if name is not None else None,
+            values={str(k): str(v) for k, v in values.items()},
+        )
+    except UnknownPresetError as exc:
+        raise Problem(404, str(exc), errors=exc.errors) from exc
 
 
 @router.get("/{name}")
@@ -313,3 +349,23 @@ async def _first_attempt(
                 return record, failure
         await asyncio.sleep(0.05)
     return None
+
+
+presets_router = APIRouter(
+    prefix="/v1/presets", tags=["connectors"], dependencies=[Depends(require_api_key)]
+)
+
+
+@presets_router.get("")
+async def presets() -> dict[str, Any]:
+    """The provider presets: what each asks for and what to set up at the provider."""
+    return {"data": [info.as_dict() for info in list_presets()]}
+
+
+@presets_router.get("/{name}")
+async def preset_detail(name: str) -> dict[str, Any]:
+    """One preset, with its variables and the connector definition it produces."""
+    try:
+        return get_preset(name).as_dict()
+    except UnknownPresetError as exc:
+        raise Problem(404, str(exc), errors=exc.errors) from exc
