@@ -321,6 +321,7 @@ def worker() -> None:
     import asyncio
     import signal
 
+    from smsrelay.dispatch.delivery_mapper import DeliveryMapper
     from smsrelay.dispatch.transport import AiohttpTransport
     from smsrelay.dispatch.worker import Dispatcher
     from smsrelay.store.database import open_database
@@ -337,8 +338,12 @@ def worker() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        box = load_secret_box(settings)
         try:
-            await Dispatcher(db, load_secret_box(settings), transport, settings).run(stop)
+            await asyncio.gather(
+                Dispatcher(db, box, transport, settings).run(stop),
+                DeliveryMapper(db, box, settings).run(stop),
+            )
         finally:
             await transport.aclose()
             await db.close()
@@ -699,6 +704,472 @@ def apikey_create(name: Annotated[str, typer.Argument(help="A label for the key.
             await db.close()
 
     typer.echo(asyncio.run(run()))
+
+
+# ---------------------------------------------------------------- stats
+
+_STATS_COLUMNS = (
+    ("total", "total"),
+    ("sent", "sent"),
+    ("delivered", "delivered"),
+    ("undelivered", "undeliv."),
+    ("unconfirmed", "unconf."),
+    ("failed", "failed"),
+    ("queued", "queued"),
+)
+
+
+def stats_table(report: dict[str, Any]) -> str:
+    """A `GET /v1/stats` answer as a text table, then the top failure reasons."""
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value * 100:.1f}%"
+
+    rows = [
+        [str(g.get("key") if g.get("key") is not None else "(none)")]
+        + [str(g[name]) for name, _ in _STATS_COLUMNS]
+        + [rate(g["delivery_rate"])]
+        for g in report.get("groups", [])
+    ]
+    totals = report["totals"]
+    rows.append(
+        ["total"]
+        + [str(totals[name]) for name, _ in _STATS_COLUMNS]
+        + [rate(totals["delivery_rate"])]
+    )
+    header = [report.get("group_by") or ""] + [title for _, title in _STATS_COLUMNS] + ["rate"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    reasons = totals.get("top_failure_reasons", [])
+    if reasons:
+        lines.append("")
+        lines.append("top failure reasons:")
+        lines += [f"  {r['count']:>6}  {r['reason']}" for r in reasons]
+    lines.append("")
+    lines.append("rate = delivered / (delivered + undelivered + unconfirmed)")
+    return "\n".join(lines)
+
+
+@app.command()
+def stats(
+    group_by: Annotated[
+        str | None, typer.Option("--group-by", help="connector, sender, campaign or day.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Messages queued at or after (ISO 8601, UTC).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Messages queued before (ISO 8601, UTC).")
+    ] = None,
+    connector: Annotated[str | None, typer.Option(help="Only this connector.")] = None,
+    sender: Annotated[str | None, typer.Option(help="Only this sender.")] = None,
+    campaign_id: Annotated[str | None, typer.Option(help="Only this campaign.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Sending statistics: counts by status, delivery rate and top failure reasons."""
+    from urllib.parse import urlencode
+
+    query = {
+        key: value
+        for key, value in (
+            ("group_by", group_by),
+            ("from", start),
+            ("to", end),
+            ("connector", connector),
+            ("sender", sender),
+            ("campaign_id", campaign_id),
+        )
+        if value
+    }
+    path = "/v1/stats" + ("?" + urlencode(query) if query else "")
+    report = ApiClient(server, api_key).call("GET", path)
+    if as_json:
+        _print_json(report)
+    else:
+        typer.echo(stats_table(report))
+
+
+# ---------------------------------------------------------------- secrets at rest
+
+secrets_app = typer.Typer(
+    help="Manage the encryption of stored secrets (SMSRELAY_SECRET_KEYS).", no_args_is_help=True
+)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every connector and webhook secret with the newest key.
+
+    Put the new key first in SMSRELAY_SECRET_KEYS (older keys after it), run this, then drop
+    the older keys. Safe to run again; no secret value is printed.
+    """
+    import asyncio
+
+    from smsrelay.store.connectors import reencrypt_all
+    from smsrelay.store.database import open_database
+    from smsrelay.store.errors import SecretKeyError
+    from smsrelay.store.secret_box import load_secret_box
+    from smsrelay.store.webhooks import reencrypt_webhook_secrets
+
+    settings = _settings()
+
+    async def run() -> tuple[int, int]:
+        db = open_database(settings.database_url)
+        try:
+            await db.migrate()
+            box = load_secret_box(settings)
+            connectors = await reencrypt_all(db, box)
+            webhooks = await reencrypt_webhook_secrets(db, box)
+            return connectors, webhooks
+        finally:
+            await db.close()
+
+    try:
+        connectors, webhooks = asyncio.run(run())
+    except SecretKeyError as exc:
+        raise _fail(f"secrets rotate: {exc}") from exc
+    typer.echo(
+        f"re-encrypted the secrets of {connectors} connector(s) and {webhooks} webhook(s) "
+        "with the newest key; older keys can now be removed from SMSRELAY_SECRET_KEYS"
+    )
+
+
+# ---------------------------------------------------------------- dashboard users
+
+user_app = typer.Typer(
+    help="Create and manage dashboard users (works on the database).", no_args_is_help=True
+)
+app.add_typer(user_app, name="user")
+
+PasswordOption = Annotated[
+    str | None,
+    typer.Option(help="The password (for scripts); prompted for, hidden, when omitted."),
+]
+
+
+def _password(given: str | None) -> str:
+    if given is not None:
+        return given
+    entered: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return entered
+
+
+def _with_database(work: Any) -> Any:
+    import asyncio
+
+    from smsrelay.store.database import open_database
+
+    settings = _settings()
+
+    async def run() -> Any:
+        db = open_database(settings.database_url)
+        try:
+            await db.migrate()
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+@user_app.command("create")
+def user_create(
+    name: Annotated[str, typer.Argument(help="The name to sign in with.")],
+    password: PasswordOption = None,
+) -> None:
+    """Create a dashboard user (password at least 8 characters)."""
+    from smsrelay.store.users import UserError, create_user
+
+    secret = _password(password)
+    try:
+        _with_database(lambda db: create_user(db, name, secret))
+    except UserError as exc:
+        raise _fail(f"user create: {exc}") from exc
+    typer.echo(f"created dashboard user {name!r}; sign in at /ui/")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List dashboard users and when they last signed in."""
+    from smsrelay.store.users import list_users
+
+    for user in _with_database(list_users):
+        last = user.last_login_at.isoformat() if user.last_login_at else "never"
+        typer.echo(f"{user.name}\tlast sign-in: {last}")
+
+
+@user_app.command("password")
+def user_password(
+    name: Annotated[str, typer.Argument(help="The user.")],
+    password: PasswordOption = None,
+) -> None:
+    """Set a user's password; their open sessions end."""
+    from smsrelay.store.users import UserError, set_password
+
+    secret = _password(password)
+    try:
+        changed = _with_database(lambda db: set_password(db, name, secret))
+    except UserError as exc:
+        raise _fail(f"user password: {exc}") from exc
+    if not changed:
+        raise _fail(f"user password: there is no user named {name!r}")
+    typer.echo(f"password of {name!r} changed")
+
+
+@user_app.command("delete")
+def user_delete(name: Annotated[str, typer.Argument(help="The user.")]) -> None:
+    """Delete a dashboard user."""
+    from smsrelay.store.users import delete_user
+
+    if not _with_database(lambda db: delete_user(db, name)):
+        raise _fail(f"user delete: there is no user named {name!r}")
+    typer.echo(f"deleted dashboard user {name!r}")
+
+
+# ---------------------------------------------------------------- campaigns
+
+campaigns_app = typer.Typer(
+    help="Create campaigns from a CSV audience; follow, pause, resume or cancel them.",
+    no_args_is_help=True,
+)
+app.add_typer(campaigns_app, name="campaigns")
+
+
+def _send_raw(client: ApiClient, request: Any) -> Any:
+    """Send a prepared urllib request with the client's key; problems as `call` shows them."""
+    import urllib.error
+    import urllib.request
+
+    request.add_header("Authorization", f"Bearer {client.key}")
+    request.add_header("Accept", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        try:
+            problem = json.loads(exc.read())
+        except ValueError:
+            raise _fail(f"POST /v1/campaigns: HTTP {exc.code}") from exc
+        lines = [f"POST /v1/campaigns: HTTP {exc.code}: {problem.get('detail', '')}"]
+        lines += [
+            f"  {e.get('path') or '(body)'}: {e.get('message')}" for e in problem.get("errors", [])
+        ]
+        raise _fail("\n".join(lines)) from exc
+    except urllib.error.URLError as exc:
+        raise _fail(f"cannot reach smsrelay at {client.base}: {exc.reason}") from exc
+    return json.loads(raw)
+
+
+def _upload_campaign(client: ApiClient, campaign: dict[str, Any], audience: Path) -> Any:
+    """POST the campaign as multipart, streaming the CSV from disk behind a progress bar."""
+    import urllib.request
+    import uuid
+    from collections.abc import Iterator
+
+    boundary = uuid.uuid4().hex
+    filename = audience.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="campaign"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+        f"{json.dumps(campaign)}\r\n"
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="audience"; filename="{filename}"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    try:
+        size = audience.stat().st_size
+        file = audience.open("rb")
+    except OSError as exc:
+        raise _fail(f"{audience}: cannot read: {exc.strerror}") from exc
+    with file, typer.progressbar(length=size, label="uploading") as bar:
+
+        def body() -> Iterator[bytes]:
+            yield head
+            while chunk := file.read(256 * 1024):
+                bar.update(len(chunk))
+                yield chunk
+            yield tail
+
+        request = urllib.request.Request(client.base + "/v1/campaigns", data=body(), method="POST")
+        request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+        request.add_header("Content-Length", str(len(head) + size + len(tail)))
+        return _send_raw(client, request)
+
+
+def _follow_expansion(client: ApiClient, campaign: dict[str, Any]) -> dict[str, Any]:
+    """Poll a campaign while its audience is queued, behind a progress bar of rows read."""
+    import time
+
+    shown = 0
+    with typer.progressbar(length=max(1, campaign["rows_total"]), label="queueing") as bar:
+        while True:
+            campaign = client.call("GET", f"/v1/campaigns/{campaign['id']}?stats=false")
+            bar.update(campaign["rows_read"] - shown)
+            shown = campaign["rows_read"]
+            if campaign["expanded"] or campaign["status"] in ("completed", "canceled", "failed"):
+                return campaign
+            time.sleep(0.5)
+
+
+def _campaign_summary(campaign: dict[str, Any]) -> None:
+    typer.echo(
+        f"campaign {campaign['id']} {campaign['status']}: queued {campaign['queued']} of "
+        f"{campaign['rows_total']} rows ({campaign['rows_invalid']} invalid, "
+        f"{campaign['duplicates']} duplicates, {campaign['suppressed']} suppressed)"
+    )
+    for problem in campaign["invalid_rows"][:20]:
+        typer.echo(f"  row {problem['row']}: {problem['reason']}")
+    if campaign["rows_invalid"] > 20:
+        typer.echo(f"  ... {campaign['rows_invalid'] - 20} more invalid rows")
+    if campaign.get("first_send_at"):
+        typer.echo(f"  sending from {campaign['first_send_at']} to {campaign['last_send_at']}")
+    if campaign.get("error"):
+        typer.echo(f"  error: {campaign['error']}")
+
+
+@campaigns_app.command("create")
+def campaigns_create(
+    name: Annotated[str, typer.Option(help="Campaign name.")],
+    audience: Annotated[
+        Path, typer.Option(help="CSV file: a phone column (phone/to/msisdn) and attributes.")
+    ],
+    body: Annotated[
+        str | None, typer.Option(help="Text; {{params.NAME}} or $$NAME for column NAME.")
+    ] = None,
+    sender: Annotated[str | None, typer.Option(help="Sender name (decides the connector).")] = None,
+    promotional: Annotated[
+        bool, typer.Option(help="Without --sender: the default promotional sender.")
+    ] = True,
+    template_id: Annotated[str | None, typer.Option(help="Template id.")] = None,
+    template_variable: Annotated[
+        list[str] | None, typer.Option(help="Template variable (repeatable, in order).")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Campaign parameter NAME=VALUE (repeatable).")
+    ] = None,
+    phone_column: Annotated[str | None, typer.Option(help="Column of the numbers.")] = None,
+    default_region: Annotated[
+        str | None, typer.Option(help="Region of numbers without + (e.g. DE).")
+    ] = None,
+    send_at: Annotated[
+        str | None, typer.Option(help="Start, ISO 8601 with zone (default: now).")
+    ] = None,
+    throttle: Annotated[int | None, typer.Option(help="Messages per minute at most.")] = None,
+    quiet_hours: Annotated[
+        str | None,
+        typer.Option(
+            help="HH:MM-HH:MM in the recipient's time, or 'off' (promotional: 21:00-09:00)."
+        ),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the queueing with a progress bar.")] = True,
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Create a campaign from a CSV file: upload it, then follow its rows being queued."""
+    client = ApiClient(server, api_key)
+    campaign: dict[str, Any] = {
+        "name": name,
+        "type": "promotional" if promotional else "transactional",
+    }
+    for key, value in (
+        ("sender", sender),
+        ("body", body),
+        ("template_id", template_id),
+        ("phone_column", phone_column),
+        ("default_region", default_region),
+        ("send_at", send_at),
+        ("throttle_per_minute", throttle),
+    ):
+        if value is not None:
+            campaign[key] = value
+    if template_variable:
+        campaign["template_variables"] = template_variable
+    if param:
+        campaign["params"] = _parse_pairs(param, "--param")
+    if quiet_hours is not None:
+        if quiet_hours.strip().lower() == "off":
+            campaign["quiet_hours"] = {"enabled": False}
+        else:
+            start, sep, end = quiet_hours.partition("-")
+            if not sep:
+                raise _fail("--quiet-hours: expected HH:MM-HH:MM (e.g. 21:00-09:00) or off")
+            campaign["quiet_hours"] = {"start": start.strip(), "end": end.strip()}
+    created = _upload_campaign(client, campaign, audience)
+    typer.echo(f"campaign {created['id']} created with {created['rows_total']} rows")
+    final = _follow_expansion(client, created) if wait else created
+    _campaign_summary(final)
+    if final["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@campaigns_app.command("list")
+def campaigns_list(
+    status: Annotated[str | None, typer.Option(help="Only campaigns in this status.")] = None,
+    limit: Annotated[int, typer.Option(help="How many (newest first).")] = 20,
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Recent campaigns with their progress, one line each."""
+    from urllib.parse import urlencode
+
+    query = {"limit": str(limit), **({"status": status} if status else {})}
+    page = ApiClient(server, api_key).call("GET", "/v1/campaigns?" + urlencode(query))
+    for c in page["data"]:
+        typer.echo(
+            f"{c['id']}  {c['created_at'][:19]}  {c['status']:<10} "
+            f"{c['queued']:>9}/{c['rows_total']:<9} {c['name']}"
+        )
+
+
+@campaigns_app.command("show")
+def campaigns_show(
+    campaign_id: str, server: ServerOption = None, api_key: KeyOption = None
+) -> None:
+    """One campaign with its progress and message stats, as JSON."""
+    _print_json(ApiClient(server, api_key).call("GET", f"/v1/campaigns/{campaign_id}"))
+
+
+def _campaign_action(action: str, campaign_id: str, server: str | None, key: str | None) -> None:
+    answer = ApiClient(server, key).call("POST", f"/v1/campaigns/{campaign_id}/{action}")
+    counted = answer.get("messages_held", answer.get("messages_canceled"))
+    extra = f" ({counted} messages)" if counted is not None else ""
+    typer.echo(f"campaign {campaign_id}: {answer['status']}{extra}")
+
+
+@campaigns_app.command("pause")
+def campaigns_pause(
+    campaign_id: str, server: ServerOption = None, api_key: KeyOption = None
+) -> None:
+    """Hold every unsent message of a campaign."""
+    _campaign_action("pause", campaign_id, server, api_key)
+
+
+@campaigns_app.command("resume")
+def campaigns_resume(
+    campaign_id: str, server: ServerOption = None, api_key: KeyOption = None
+) -> None:
+    """Resume a paused campaign; unsent messages are rescheduled from now."""
+    _campaign_action("resume", campaign_id, server, api_key)
+
+
+@campaigns_app.command("cancel")
+def campaigns_cancel(
+    campaign_id: str, server: ServerOption = None, api_key: KeyOption = None
+) -> None:
+    """Cancel a campaign: its unsent messages become canceled."""
+    _campaign_action("cancel", campaign_id, server, api_key)
 
 
 if __name__ == "__main__":
