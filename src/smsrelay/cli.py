@@ -684,6 +684,51 @@ def connectors_test(
         raise typer.Exit(1)
 
 
+@connectors_app.command("dlr-suggest")
+def connectors_dlr_suggest(
+    name: Annotated[str, typer.Argument(help="Connector name on the server.")],
+    callback_id: Annotated[
+        int | None, typer.Option(help="A delivery report the server received (see its id).")
+    ] = None,
+    method: Annotated[str, typer.Option(help="Method of a sample callback.")] = "POST",
+    content_type: Annotated[str | None, typer.Option(help="Content-Type of the sample.")] = None,
+    query: Annotated[str | None, typer.Option(help="Query string of the sample.")] = None,
+    body: Annotated[
+        str | None, typer.Option(help="Sample body text, or @path to read it from a file.")
+    ] = None,
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """List every field of a delivery report and propose the connector's `delivery` mapping."""
+    import yaml
+
+    payload: dict[str, Any] = {}
+    if callback_id is not None:
+        payload["callback_id"] = callback_id
+    else:
+        if body is None and query is None:
+            raise _fail("give --callback-id N, or a sample with --body and/or --query")
+        if body is not None:
+            payload["body"] = (
+                Path(body[1:]).read_text(encoding="utf-8") if body.startswith("@") else body
+            )
+        if query is not None:
+            payload["query"] = query
+        payload["method"] = method.upper()
+        if content_type:
+            payload["content_type"] = content_type
+    answer = ApiClient(server, api_key).call(
+        "POST", f"/v1/connectors/{name}/delivery-mapping/suggest", payload
+    )
+    typer.echo("Fields:")
+    for field in answer.get("fields", []):
+        typer.echo(
+            f"  {field.get('path', ''):<40} {json.dumps(field.get('value'), ensure_ascii=False)}"
+        )
+    typer.echo("\nProposed mapping (paste under `delivery:`):")
+    typer.echo(yaml.safe_dump(answer.get("suggestion", {}), sort_keys=False, allow_unicode=True))
+
+
 @apikey_app.command("create")
 def apikey_create(name: Annotated[str, typer.Argument(help="A label for the key.")]) -> None:
     """Create an API key and print it once (it is stored hashed)."""

@@ -81,3 +81,18 @@ async def test_cli_applies_a_preset_with_set_values(database_url: str, tmp_path:
         assert "connector 'vonage-eu' is at version 1" in result.output
         shown = (await gw.client.get("/v1/connectors/vonage-eu")).json()
         assert shown["definition"]["secrets"]["api_secret"] == "***"
+
+
+async def test_cli_dlr_suggest_lists_fields_and_proposes_a_mapping(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with running_gateway(database_url, tmp_path) as gw:
+        env = {"SMSRELAY_SERVER": gw.base_url, "SMSRELAY_API_KEY": gw.api_key}
+        body = "MessageSid=SM123&MessageStatus=delivered&To=%2B15558675310&ErrorCode="
+        args = ["connectors", "dlr-suggest", "sandbox", "--body", body]
+        args += ["--content-type", "application/x-www-form-urlencoded"]
+        result = await asyncio.to_thread(CliRunner().invoke, app, args, env=env)
+        assert result.exit_code == 0, result.output
+        assert any(line.split() == ['$.MessageSid', '"SM123"'] for line in result.output.splitlines())
+        assert "message_id: $.MessageSid" in result.output
+        assert "status: $.MessageStatus" in result.output
