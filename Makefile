@@ -21,6 +21,7 @@ test: $(STAMP) system-deps lint typecheck pytest
 system-deps:
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
 		(apt-get update && apt-get install -y --no-install-recommends postgresql)
+	@ls /usr/bin/chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

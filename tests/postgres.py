@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -151,6 +152,33 @@ class PostgresServer:
                 str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"
             )
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def restart(self, *, down_seconds: float = 0.0) -> None:
+        """Stop the server (fast shutdown: every connection is cut), wait, start it again.
+
+        Same data, same port: clients see their connections drop and new ones refused until
+        it is back. Blocks until the server accepts connections again.
+        """
+        with contextlib.suppress(Exception):
+            for database in list(self._resetters):
+                self._call(self._forget(database))
+            if self._admin is not None:
+                self._call(self._admin.close())
+        self._admin = None
+        pg_ctl = str(self.binaries / "pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+        time.sleep(down_seconds)
+        self._run(
+            pg_ctl,
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "postgres.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._submit(coro).result(timeout=120)

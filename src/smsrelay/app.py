@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from sqlalchemy import text
 
 from smsrelay import __version__
+from smsrelay.api import campaigns as campaigns_api
+from smsrelay.api import connector_groups as connector_groups_api
 from smsrelay.api import connectors as connectors_api
 from smsrelay.api import delivery_reports as dlr_api
 from smsrelay.api import messages as messages_api
 from smsrelay.api import senders as senders_api
+from smsrelay.api import stats as stats_api
+from smsrelay.api import suppressions as suppressions_api
+from smsrelay.api import webhooks as webhooks_api
+from smsrelay.api.limits import install_inbound_limits
 from smsrelay.api.problems import install_problem_handlers
-from smsrelay.dispatch.delivery_mapper import DeliveryMapper
+from smsrelay.compat import clevertap as clevertap_api
+from smsrelay.compat import moengage as moengage_api
+from smsrelay.compat.webhook_formats import register_platform_formats
+from smsrelay.dashboard import create_dashboard_app
+from smsrelay.dispatch.background import BackgroundWork, background_work
 from smsrelay.dispatch.transport import AiohttpTransport, Transport
-from smsrelay.dispatch.worker import Dispatcher
 from smsrelay.runtime import Runtime
 from smsrelay.sandbox import Sandbox, SandboxSettings, create_sandbox_app
 from smsrelay.settings import Settings
@@ -31,6 +38,7 @@ from smsrelay.store.secret_box import load_secret_box
 log = logging.getLogger("smsrelay")
 
 SANDBOX_PREFIX = "/sandbox"
+DASHBOARD_PREFIX = "/ui"
 
 
 def create_app(
@@ -49,30 +57,25 @@ def create_app(
         box = load_secret_box(settings)
         outbound = transport or AiohttpTransport(allow_hosts=_allow_hosts(settings))
         runtime = Runtime(settings=settings, database=database, secret_box=box, transport=outbound)
-        stop = asyncio.Event()
-        task: asyncio.Task[Any] | None = None
         if sandbox is not None:
             await sandbox.start()
             runtime.sandbox = sandbox
             await ensure_sandbox_connector(runtime, settings.base_url + SANDBOX_PREFIX)
-        mapper_task: asyncio.Task[Any] | None = None
+        work: BackgroundWork | None = None
         if settings.dispatcher:
-            runtime.dispatcher = Dispatcher(database, box, outbound, settings)
-            task = asyncio.create_task(runtime.dispatcher.run(stop), name="dispatcher")
-            mapper = DeliveryMapper(database, box, settings)
-            runtime.extras["delivery_mapper"] = mapper  # DLR intake wakes it
-            mapper_task = asyncio.create_task(mapper.run(stop), name="delivery-mapper")
+            work = background_work(database, box, outbound, settings)
+            runtime.dispatcher = work.dispatcher
+            # The DLR intake, campaigns API and webhooks tests wake or steer these loops.
+            runtime.extras["delivery_mapper"] = work.delivery_mapper
+            runtime.extras["webhook_sender"] = work.webhook_sender
+            runtime.extras["campaign_runner"] = work.campaign_runner
+            work.start()
         app.state.runtime = runtime
         try:
             yield
         finally:
-            stop.set()
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait_for(task, timeout=15)
-            if mapper_task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait_for(mapper_task, timeout=15)
+            if work is not None:
+                await work.stop()
             if sandbox is not None:
                 await sandbox.close()
             await outbound.aclose()
@@ -85,11 +88,22 @@ def create_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    app.include_router(connectors_api.router)
-    app.include_router(senders_api.router)
-    app.include_router(messages_api.router)
+    install_inbound_limits(app, settings)  # rate limit, body caps, strict JSON
+    register_platform_formats()  # webhook formats `moengage` and `clevertap`
+    # First: callbacks are the busiest path, and routes are matched in order.
     app.include_router(dlr_api.router)
+    app.include_router(connectors_api.router)
+    app.include_router(connectors_api.presets_router)
+    app.include_router(senders_api.router)
+    app.include_router(connector_groups_api.router)
+    app.include_router(moengage_api.router)
+    app.include_router(clevertap_api.router)
+    app.include_router(messages_api.router)
+    app.include_router(campaigns_api.router)
     app.include_router(dlr_api.mapping_router)
+    app.include_router(webhooks_api.router)
+    app.include_router(stats_api.router)
+    app.include_router(suppressions_api.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:
@@ -104,7 +118,7 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
-        return RedirectResponse(SANDBOX_PREFIX + "/" if sandbox is not None else "/docs")
+        return RedirectResponse(DASHBOARD_PREFIX + "/")
 
     @app.get("/robots.txt", include_in_schema=False)
     async def robots() -> PlainTextResponse:
@@ -112,6 +126,7 @@ def create_app(
 
     if sandbox is not None:
         app.mount(SANDBOX_PREFIX, create_sandbox_app(sandbox))
+    app.mount(DASHBOARD_PREFIX, create_dashboard_app(lambda: app.state.runtime))
     return app
 
 

@@ -300,6 +300,9 @@ def serve(
     if settings.is_sqlite:
         key = asyncio.run(show_local_key())
         typer.echo(f"smsrelay {settings.base_url}")
+        typer.echo(
+            f"  dashboard:      {settings.base_url}/ui/   (first: .venv/bin/smsrelay user create NAME)"
+        )
         if settings.sandbox:
             typer.echo(f"  sandbox inbox:  {settings.base_url}/sandbox/")
         typer.echo(f"  API docs:       {settings.base_url}/docs")
@@ -317,33 +320,31 @@ def serve(
 
 @app.command()
 def worker() -> None:
-    """Run a dispatcher only (for PostgreSQL deployments with many workers)."""
+    """Run the background work only: dispatcher, delivery mapper, webhooks and campaigns."""
     import asyncio
     import signal
 
-    from smsrelay.dispatch.delivery_mapper import DeliveryMapper
+    from smsrelay.compat.webhook_formats import register_platform_formats
+    from smsrelay.dispatch.background import background_work
     from smsrelay.dispatch.transport import AiohttpTransport
-    from smsrelay.dispatch.worker import Dispatcher
     from smsrelay.store.database import open_database
     from smsrelay.store.secret_box import load_secret_box
 
     settings = _settings()
     _configure_logging(settings.log_level)
+    register_platform_formats()  # webhooks in MoEngage and CleverTap formats
 
     async def run() -> None:
         db = open_database(settings.database_url)
         await db.migrate()
         transport = AiohttpTransport(allow_hosts=settings.allow_hosts)
-        stop = asyncio.Event()
+        work = background_work(db, load_secret_box(settings), transport, settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        box = load_secret_box(settings)
+            loop.add_signal_handler(sig, work.stop_event.set)
+        work.start()
         try:
-            await asyncio.gather(
-                Dispatcher(db, box, transport, settings).run(stop),
-                DeliveryMapper(db, box, settings).run(stop),
-            )
+            await work.wait()
         finally:
             await transport.aclose()
             await db.close()

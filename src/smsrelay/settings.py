@@ -43,6 +43,24 @@ class Settings:
     poll_interval_seconds: float = 0.2
     default_region: str = ""
     log_level: str = "info"
+    # Inbound protection (api/limits.py): requests per second per API key (token bucket,
+    # 0 = no limit) and its burst; request body caps (batch and campaign endpoints: larger).
+    api_rate_limit_per_second: float = 1000.0
+    api_rate_limit_burst: int = 2000
+    api_max_body_bytes: int = 1024 * 1024
+    api_max_batch_body_bytes: int = 32 * 1024 * 1024
+    # A number with this many consecutive final delivery failures is suppressed from
+    # promotional sends (GET/DELETE /v1/suppressions).
+    suppress_after_failures: int = 3
+    # Outgoing webhooks: first retry delay, largest delay, and when to give up.
+    webhook_retry_initial_seconds: float = 10.0
+    webhook_retry_max_seconds: float = 3600.0
+    webhook_retry_hours: float = 24.0
+    # Quiet hours for promotional campaign sends, in the recipient's local time ("" = the
+    # campaigns default, 21:00-09:00), e.g. "22:00-08:00".
+    quiet_hours: str = ""
+    # Time zone of MoEngage's scheduled `time` field.
+    moengage_timezone: str = "UTC"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -93,6 +93,8 @@ async def test_cli_dlr_suggest_lists_fields_and_proposes_a_mapping(
         args += ["--content-type", "application/x-www-form-urlencoded"]
         result = await asyncio.to_thread(CliRunner().invoke, app, args, env=env)
         assert result.exit_code == 0, result.output
-        assert any(line.split() == ['$.MessageSid', '"SM123"'] for line in result.output.splitlines())
+        assert any(
+            line.split() == ["$.MessageSid", '"SM123"'] for line in result.output.splitlines()
+        )
         assert "message_id: $.MessageSid" in result.output
         assert "status: $.MessageStatus" in result.output

@@ -270,7 +270,10 @@ async def preview(
 TEST_WAIT_SECONDS = 20.0
 
 
-@router.post("/{name}/test")
+@router.post(
+    "/{name}/test",
+    responses={504: {"description": "No dispatcher sent the test message in time"}},
+)
 async def send_test(
     name: str, sample: SampleMessage, runtime: Runtime = Depends(get_runtime)
 ) -> dict[str, Any]:

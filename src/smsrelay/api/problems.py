@@ -9,8 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from smsrelay.api.problem_docs import install_problem_docs
 from smsrelay.connectors.errors import DefinitionError, FieldError
 
 PROBLEM_JSON = "application/problem+json"
@@ -78,6 +80,40 @@ def not_found(what: str, key: str) -> Problem:
     return Problem(404, f"{what} {key!r} does not exist")
 
 
+# SQLSTATE classes of a database that is away: connection exception, operator intervention
+# (shutdown, starting up), insufficient resources (disk full, out of memory).
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53")
+_DISK_FULL = ("database or disk is full", "no space left on device", "could not extend file")
+
+
+def database_problem(exc: BaseException) -> Problem | None:
+    """A 503 problem when `exc` says the database is unreachable or full; None otherwise."""
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    sqlstate = str(getattr(original, "sqlstate", None) or getattr(original, "pgcode", None) or "")
+    text = str(original).lower()
+    full = sqlstate == "53100" or any(words in text for words in _DISK_FULL)
+    away = (
+        isinstance(exc, OperationalError | InterfaceError | ConnectionError)
+        or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+        or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    )
+    if full:
+        return Problem(
+            503,
+            "the database has no disk space left, so nothing was saved; free disk space on "
+            "the database server and try again",
+            headers={"Retry-After": "30"},
+        )
+    if away:
+        return Problem(
+            503,
+            "the database is unreachable right now, so the request could not be completed; "
+            "try again shortly",
+            headers={"Retry-After": "5"},
+        )
+    return None
+
+
 def _validation_path(loc: Sequence[Any]) -> str:
     parts: list[str] = []
     for item in loc:
@@ -89,7 +125,8 @@ def _validation_path(loc: Sequence[Any]) -> str:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Route every error through Problem so all answers share one shape."""
+    """Route every error through Problem so all answers share one shape (and document it)."""
+    install_problem_docs(app)
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -117,6 +154,16 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         problem = Problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+        return problem.to_response(request.url.path)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(ConnectionError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        problem = database_problem(exc)
+        if problem is None:
+            return await _unexpected(request, exc)
+        # No traceback and no SQL (its parameters hold numbers and texts): what went wrong.
+        log.error("%s %s: %s", request.method, request.url.path, problem.detail)
         return problem.to_response(request.url.path)
 
     @app.exception_handler(Exception)

@@ -335,16 +335,21 @@ def _drop_nones(value: Any) -> Any:
 # ---------------------------------------------------------------- loading
 
 
+# No connector needs more values than this; YAML aliases (`*name`) can make a short text
+# expand into billions of them, which validation would then walk (a "billion laughs").
+MAX_DOCUMENT_VALUES = 100_000
+
+
 def load_document(text: str) -> Any:
     """Read a JSON or YAML document (JSON is tried first; YAML is a superset)."""
     stripped = text.lstrip()
-    if stripped.startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            pass
     try:
-        return yaml.safe_load(text)
+        if stripped.startswith("{"):
+            try:
+                return _bounded(json.loads(text))
+            except json.JSONDecodeError:
+                pass
+        return _bounded(yaml.safe_load(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -352,6 +357,32 @@ def load_document(text: str) -> Any:
         raise DefinitionError(
             [FieldError("", f"not valid JSON or YAML{where}: {problem}")]
         ) from exc
+    except RecursionError:
+        raise DefinitionError([FieldError("", "the document is nested too deeply")]) from None
+
+
+def _bounded(document: Any) -> Any:
+    """`document`, if it holds at most MAX_DOCUMENT_VALUES values (aliases counted each time)."""
+    pending, seen = [document], 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > MAX_DOCUMENT_VALUES:
+            raise DefinitionError(
+                [
+                    FieldError(
+                        "",
+                        f"the document expands to more than {MAX_DOCUMENT_VALUES} values; "
+                        "YAML aliases (*name) that repeat large parts are refused",
+                    )
+                ]
+            )
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return document
 
 
 def load_definition(text: str) -> ConnectorDefinition:

@@ -40,6 +40,9 @@ class ValuePath:
     regex: re.Pattern[str] | None = None
     header: str | None = None
     parents: int = 0
+    # A path of plain names and `[*]` only (`$.id`, `$.messages[*].id`), walked directly:
+    # the same values as the JSONPath, without its machinery, on every send response.
+    steps: tuple[str | None, ...] | None = None
 
     @property
     def is_singular(self) -> bool:
@@ -58,6 +61,8 @@ class ValuePath:
         """Every value the path addresses in `document` (or in `text` / `headers`)."""
         if self.kind == "json":
             assert self.json is not None
+            if self.steps is not None:
+                return _walk(document, self.steps)
             if not isinstance(document, Mapping | list | tuple):
                 # python-jsonpath would parse a str document as JSON; a scalar (a text body,
                 # a recipient string inside a Sinch report) is a value, and only `$` reaches it.
@@ -115,6 +120,34 @@ class ValuePath:
         return self.find(node.obj)
 
 
+def _walk(document: Any, steps: tuple[str | None, ...]) -> list[Any]:
+    # RFC 9535 for names and wildcards: a name selects a member of an object, `[*]` every
+    # element of an array or member of an object; anything else selects nothing.
+    nodes = [document]
+    for step in steps:
+        found: list[Any] = []
+        for node in nodes:
+            if step is None:
+                if isinstance(node, Mapping):
+                    found.extend(node.values())
+                elif isinstance(node, list | tuple):
+                    found.extend(node)
+            elif isinstance(node, Mapping) and step in node:
+                found.append(node[step])
+        nodes = found
+    return nodes
+
+
+def _simple_steps(expr: str) -> tuple[str | None, ...] | None:
+    if not _SIMPLE_PATH.fullmatch(expr):
+        return None
+    return tuple(None if step == "[*]" else step[1:] for step in _SIMPLE_STEP.findall(expr))
+
+
+_SIMPLE_PATH = re.compile(r"\$(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\*\])*")
+_SIMPLE_STEP = re.compile(r"\.[A-Za-z_][A-Za-z0-9_]*|\[\*\]")
+
+
 def _evaluation_problem(source: str, exc: Exception) -> str:
     # python-jsonpath appends a drawing of the expression on further lines
     first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
@@ -164,7 +197,8 @@ def _compile(expr: str, allow_parent: bool) -> ValuePath:
         raise PathSyntaxError(f"invalid JSONPath {source!r}: {exc}") from exc
     if not isinstance(compiled, JSONPath):
         raise PathSyntaxError(f"{source!r} combines several paths; give one JSONPath")
-    return ValuePath(source, "json", json=compiled, parents=parents)
+    steps = None if parents else _simple_steps(expr)
+    return ValuePath(source, "json", json=compiled, parents=parents, steps=steps)
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -13,7 +13,9 @@ of those characters. That over-redacts a trace; it never leaks the secret.
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from urllib.parse import quote, quote_plus
@@ -54,11 +56,37 @@ def redact_request(
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every spelling of each non-empty secret replaced by `***`."""
-    return _replace_all(text, _spellings(secrets))
+    """`text` with every spelling of each non-empty secret replaced by `***`.
+
+    Base64 runs that decode to text holding a secret (a Basic credential echoed back in a
+    provider's error or header) are masked whole.
+    """
+    values = tuple(secret for secret in secrets if secret)
+    if not values:
+        return text
+    if len(text) <= _CACHED_TEXT_CHARS:
+        # Header values and short answers repeat request after request: remember them.
+        return _redact_short_text(text, values)
+    return _replace_all(_mask_base64_runs(text, values), _spellings(values))
+
+
+# Redacting is a pure function of the text and the secrets; the dispatcher redacts the same
+# short texts (`application/json`, `keep-alive`) for every request it sends.
+_CACHED_TEXT_CHARS = 128
+
+
+@functools.lru_cache(maxsize=4096)
+def _redact_short_text(text: str, secrets: tuple[str, ...]) -> str:
+    return _replace_all(_mask_base64_runs(text, secrets), _spellings(secrets))
 
 
 def _spellings(secrets: Iterable[str]) -> tuple[str, ...]:
+    return _spellings_of(tuple(secrets))
+
+
+@functools.lru_cache(maxsize=256)
+def _spellings_of(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    # Computed once per set of secrets (a connector's), not once per request and text.
     found: set[str] = set()
     for secret in secrets:
         if not secret:
@@ -121,6 +149,25 @@ def _mask_base64_words(value: str, secrets: Sequence[str]) -> str:
             words[i] = MASK
             changed = True
     return " ".join(words) if changed else value
+
+
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+
+
+def _mask_base64_runs(text: str, secrets: Sequence[str]) -> str:
+    def mask(match: re.Match[str]) -> str:
+        run = match.group(0)
+        padded = run.rstrip("=") + "=" * (-len(run.rstrip("=")) % 4)
+        for decode in (base64.b64decode, base64.urlsafe_b64decode):
+            try:
+                decoded = decode(padded).decode("utf-8")
+            except ValueError:  # not base64, or not UTF-8 inside
+                continue
+            if any(secret in decoded for secret in secrets):
+                return MASK
+        return run
+
+    return _BASE64_RUN.sub(mask, text)
 
 
 def _mask_credentials(value: str) -> str:

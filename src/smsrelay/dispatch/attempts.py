@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -233,26 +234,34 @@ def records_for_exchange(
     at: datetime,
     rng: random.Random,
     detail: Mapping[str, Any],
+    access_token: str | None = None,
 ) -> list[AttemptRecord]:
     """What a provider's answer (or the transport error instead) means for each message.
 
     A transport error applies to every message of the request: retried with backoff when
-    `retryable`, failed otherwise (a refused address, a broken URL).
+    `retryable`, failed otherwise (a refused address, a broken URL). Error texts are
+    redacted like the trace: providers echo credentials in their errors.
     """
     retry = definition.retry
+    hidden = [*definition.secrets.values(), *((access_token,) if access_token else ())]
     if response is None:
         assert error is not None, "either a response or a transport error"
-        failed = {**detail, "transport_error": str(error)}
+        reason = redact_text(str(error), hidden)
+        failed = {**detail, "transport_error": reason}
         if not error.retryable:
-            return [record_failed(m, str(error), at, failed) for m in messages]
+            return [record_failed(m, reason, at, failed) for m in messages]
         return [
             record_transient(
-                m, str(error), retry=retry, retry_after=None, at=at, rng=rng, detail=failed
+                m, reason, retry=retry, retry_after=None, at=at, rng=rng, detail=failed
             )
             for m in messages
         ]
     verdict = parse_send_response(definition.response, response, len(messages), now=at)
-    answered = {**detail, "summary": verdict.summary}
+    answered = {**detail, "summary": redact_text(verdict.summary, hidden)}
+    results = [
+        replace(result, error=redact_text(result.error, hidden)) if result.error else result
+        for result in verdict.results
+    ]
     return [
         record_result(
             m,
@@ -264,5 +273,5 @@ def records_for_exchange(
             detail=answered,
             delivery=definition.delivery,
         )
-        for m, result in zip(messages, verdict.results, strict=True)
+        for m, result in zip(messages, results, strict=True)
     ]

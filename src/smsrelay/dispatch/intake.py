@@ -7,9 +7,10 @@ errors before anything is stored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from smsrelay.connectors.errors import FieldError
 from smsrelay.connectors.phone import InvalidPhoneNumber, normalise_phone
@@ -21,6 +22,7 @@ from smsrelay.store.errors import NoSender
 from smsrelay.store.messages import NewMessage, new_message_id
 from smsrelay.store.secret_box import SecretBox
 from smsrelay.store.senders import Sender, resolve_sender
+from smsrelay.store.suppression import SuppressionRecord, find_suppressed, is_suppressed
 from smsrelay.store.timestamps import utc_now
 
 
@@ -64,6 +66,7 @@ class MessageIntake:
         self._region = default_region or None
         self._senders: dict[tuple[str | None, str], Sender] = {}
         self._connectors: dict[int, tuple[StoredConnector, CompiledConnector]] = {}
+        self._suppressed: dict[str, SuppressionRecord] | None = None  # preloaded for a batch
 
     async def _sender(self, name: str | None, kind: str) -> Sender:
         key = (name, kind)
@@ -81,6 +84,21 @@ class MessageIntake:
             self._connectors[connector_id] = (stored, compile_connector(stored.definition))
         return self._connectors[connector_id]
 
+    async def preload_suppressions(self, numbers: Iterable[str]) -> None:
+        """Look the suppression list up once for a batch instead of once per message."""
+        normalised = set()
+        for raw in numbers:
+            try:
+                normalised.add(normalise_phone(raw, self._region))
+            except InvalidPhoneNumber:
+                continue
+        self._suppressed = await find_suppressed(self._db, normalised)
+
+    async def _suppression(self, to: str) -> SuppressionRecord | None:
+        if self._suppressed is not None:
+            return self._suppressed.get(to)
+        return await is_suppressed(self._db, to)
+
     async def prepare(self, request: MessageRequest, *, now: datetime | None = None) -> NewMessage:
         """Validate one message and build its outbox row; raise IntakeRefused with field errors."""
         errors: list[FieldError] = []
@@ -91,13 +109,24 @@ class MessageIntake:
             to = ""
         if not request.body and not request.template_id:
             errors.append(FieldError("body", "give body or template_id"))
-        try:
-            sender = await self._sender(request.sender, request.type)
-        except NoSender as exc:
-            errors.append(FieldError("sender", str(exc)))
-            raise IntakeRefused(errors) from exc
-        _, compiled = await self._connector(sender.connector_id)
-        errors += _missing_for_connector(compiled, request, sender.connector_name)
+        # Cached after the first message of a batch: no await per message then.
+        sender = self._senders.get((request.sender, request.type))
+        if sender is None:
+            try:
+                sender = await self._sender(request.sender, request.type)
+            except NoSender as exc:
+                errors.append(FieldError("sender", str(exc)))
+                raise IntakeRefused(errors) from exc
+        # A sender may name a connector group: its first connector is the one to satisfy.
+        found = self._connectors.get(sender.connector_id)
+        stored, compiled = (
+            found if found is not None else await self._connector(sender.connector_id)
+        )
+        errors += _missing_for_connector(compiled, request, stored.name)
+        if to and sender.type == "promotional":
+            suppressed = await self._suppression(to)
+            if suppressed is not None:
+                errors.append(FieldError("to", suppressed.refusal()))
         if errors:
             raise IntakeRefused(errors)
         text = analyse_text(request.body or "")
@@ -136,23 +165,31 @@ def _missing_for_connector(
     compiled: CompiledConnector, request: MessageRequest, connector: str
 ) -> list[FieldError]:
     """Values the connector's templates need that this message does not carry."""
+    needs_body, needs_template, param_keys = _needs(compiled.names)
     errors: list[FieldError] = []
-    names = compiled.names
-    if "body" in names and "template_id" not in names and not request.body:
+    if needs_body and not request.body:
         errors.append(FieldError("body", f"connector {connector!r} sends the text: give body"))
-    if "template_id" in names and "body" not in names and not request.template_id:
+    if needs_template and not request.template_id:
         errors.append(
             FieldError(
                 "template_id", f"connector {connector!r} sends a template id: give template_id"
             )
         )
-    for name in sorted(names):
-        if name.startswith("params.") and name[len("params.") :] not in request.params:
-            key = name[len("params.") :]
+    for key in param_keys:
+        if key not in request.params:
             errors.append(
                 FieldError(f"params.{key}", f"connector {connector!r} needs this parameter")
             )
     return errors
+
+
+@lru_cache(maxsize=256)
+def _needs(names: frozenset[str]) -> tuple[bool, bool, tuple[str, ...]]:
+    """What a connector's placeholders ask of each message: body, template id, parameters."""
+    needs_body = "body" in names and "template_id" not in names
+    needs_template = "template_id" in names and "body" not in names
+    params = tuple(name[len("params.") :] for name in sorted(names) if name.startswith("params."))
+    return needs_body, needs_template, params
 
 
 async def prepare_all(
@@ -162,6 +199,8 @@ async def prepare_all(
     accepted: list[tuple[int, NewMessage]] = []
     refused: list[tuple[int, list[FieldError]]] = []
     created = now or utc_now()
+    if len(requests) > 1 and any(r.type == "promotional" or r.sender for r in requests):
+        await intake.preload_suppressions(r.to for r in requests)
     for index, request in enumerate(requests):
         try:
             accepted.append((index, await intake.prepare(request, now=created)))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from smsrelay.connectors.definition import AuthOAuth2
 from smsrelay.connectors.oauth import OAuthToken, TokenError, parse_token_response, token_request
+from smsrelay.connectors.redaction import redact_text
 from smsrelay.dispatch.transport import Transport, TransportError
 
 # Refresh this long before expiry (or half the lifetime for short-lived tokens) so a token
@@ -104,11 +105,15 @@ class OAuthTokenCache:
             request = token_request(auth, secrets)
         except ValueError as exc:  # a RenderError: a secret the token request needs is missing
             raise CredentialsError(f"cannot build the token request: {exc}") from exc
+        # Token endpoints echo credentials in their errors: redact before the text is kept.
+        hidden = list(secrets.values())
         try:
             response = await self._transport.send(request, timeout=self._timeout)
         except TransportError as exc:
-            raise CredentialsError(f"token endpoint {auth.token_url}: {exc}") from exc
+            why = redact_text(str(exc), hidden)
+            raise CredentialsError(f"token endpoint {auth.token_url}: {why}") from exc
         try:
             return parse_token_response(response, self._clock())
         except TokenError as exc:
-            raise CredentialsError(f"token endpoint {auth.token_url}: {exc}") from exc
+            why = redact_text(str(exc), hidden)
+            raise CredentialsError(f"token endpoint {auth.token_url}: {why}") from exc

@@ -11,10 +11,11 @@ from sqlalchemy import Select, delete, false, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from smsrelay.store.connector_groups import ConnectorGroupError, group_for_sender, link_sender
 from smsrelay.store.connectors import connector_id_by_name
 from smsrelay.store.database import AnyRow, Database
 from smsrelay.store.errors import ConnectorNotFound, NoSender, SenderError
-from smsrelay.store.tables import connectors, senders
+from smsrelay.store.tables import connector_groups, connectors, sender_connector_groups, senders
 from smsrelay.store.timestamps import utc_now
 
 SenderType = Literal["transactional", "promotional"]
@@ -24,7 +25,11 @@ SENDER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 @dataclass(frozen=True, slots=True)
 class Sender:
-    """A sender: the sender ID given to the provider, on which connector, of which type."""
+    """A sender: the sender ID given to the provider, on which connector, of which type.
+
+    A sender pointing to a connector group has `connector_group` set and `connector_name`
+    equal to it (what the sender names); `connector_id` is the group's first connector.
+    """
 
     id: int
     name: str
@@ -34,11 +39,19 @@ class Sender:
     type: str
     is_default: bool
     created_at: datetime
+    connector_group: str | None = None
 
 
 def _query() -> Select[Any]:
-    return select(senders, connectors.c.name.label("connector_name")).join(
-        connectors, connectors.c.id == senders.c.connector_id
+    return (
+        select(
+            senders,
+            connectors.c.name.label("connector_name"),
+            connector_groups.c.name.label("connector_group"),
+        )
+        .join(connectors, connectors.c.id == senders.c.connector_id)
+        .outerjoin(sender_connector_groups, sender_connector_groups.c.sender_id == senders.c.id)
+        .outerjoin(connector_groups, connector_groups.c.id == sender_connector_groups.c.group_id)
     )
 
 
@@ -47,11 +60,12 @@ def _sender(row: AnyRow) -> Sender:
         id=row.id,
         name=row.name,
         connector_id=row.connector_id,
-        connector_name=row.connector_name,
+        connector_name=row.connector_group or row.connector_name,
         sender_id=row.sender_id,
         type=row.type,
         is_default=bool(row.is_default),
         created_at=row.created_at,
+        connector_group=row.connector_group,
     )
 
 
@@ -65,11 +79,20 @@ def _check_sender_id(sender_id: str) -> None:
         raise SenderError("sender_id", "must be 1 to 64 characters (e.g. TXTSMS or +4915112345678)")
 
 
-async def _resolve_connector(conn: AsyncConnection, name: str) -> int:
+async def _resolve_connector(conn: AsyncConnection, name: str) -> tuple[int, int | None]:
+    """(connector id, group id) for a connector or connector-group name."""
     try:
-        return await connector_id_by_name(conn, name)
+        return await connector_id_by_name(conn, name), None
     except ConnectorNotFound:
-        raise SenderError("connector", f"no connector named {name!r}") from None
+        pass
+    try:
+        group = await group_for_sender(conn, name)
+    except ConnectorGroupError as exc:
+        raise SenderError("connector", exc.message) from None
+    if group is None:
+        raise SenderError("connector", f"no connector or connector group named {name!r}")
+    group_id, first_connector_id = group
+    return first_connector_id, group_id
 
 
 async def _unset_default(conn: AsyncConnection, kind: str) -> None:
@@ -105,7 +128,7 @@ async def create_sender(
     _check_sender_id(sender_id)
     try:
         async with db.transaction() as conn:
-            connector_id = await _resolve_connector(conn, connector)
+            connector_id, group_id = await _resolve_connector(conn, connector)
             if await _fetch(conn, name) is not None:
                 raise SenderError("name", f"a sender named {name!r} already exists")
             if is_default:
@@ -120,6 +143,11 @@ async def create_sender(
                     created_at=now or utc_now(),
                 )
             )
+            if group_id is not None:
+                sender_row_id = (
+                    await conn.execute(select(senders.c.id).where(senders.c.name == name))
+                ).scalar_one()
+                await link_sender(conn, sender_row_id, group_id)
             created = await _fetch(conn, name)
     except IntegrityError:
         raise SenderError(
@@ -167,7 +195,8 @@ async def update_sender(
                 return None
             values: dict[str, Any] = {}
             if connector is not None:
-                values["connector_id"] = await _resolve_connector(conn, connector)
+                values["connector_id"], group_id = await _resolve_connector(conn, connector)
+                await link_sender(conn, current.id, group_id)
             if sender_id is not None:
                 values["sender_id"] = sender_id
             if type is not None:
