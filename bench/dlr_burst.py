@@ -7,6 +7,10 @@ connector, fires `--count` callbacks from a local aiohttp load generator with at
 `--concurrency` in flight, and prints callbacks per second stored durably (every 200 is
 answered only after its row is committed), p50/p99 latency, and the stored count. Exits 1
 if the number stored differs from the number answered 200.
+
+In the same run it fires the same callbacks at a bare endpoint (`common.bare_dlr_app`: the
+same FastAPI and uvicorn, storing nothing) and prints its figures and the ratio, so what
+storing costs is told apart from what the machine and the framework cost.
 """
 
 from __future__ import annotations
@@ -208,10 +212,42 @@ async def bench(database_url: str | None, count: int, concurrency: int) -> int:
                 f"  mean / max:     {statistics.fmean(latencies) * 1000:.1f} ms / "
                 f"{max(latencies) * 1000:.1f} ms"
             )
+        await compare_with_bare_endpoint(count, concurrency, stored / elapsed)
         if stored != answered:
             print("  MISMATCH: a callback answered 200 was not stored (or the reverse)")
             return 1
         return 0
+
+
+async def compare_with_bare_endpoint(count: int, concurrency: int, stored_rate: float) -> None:
+    """The same burst against an endpoint that stores nothing (bench/common.py)."""
+    from common import CORES, running_bare_endpoint
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    with running_bare_endpoint(port):
+        async with aiohttp.ClientSession() as session:
+            await wait_for_bare(session, f"{base_url}/dlr/bare")
+        answered, latencies, elapsed = await fire(f"{base_url}/dlr/bare", count, concurrency)
+    rate = answered / elapsed
+    print(f"bare endpoint (stores nothing), same burst, {CORES} cores")
+    print(f"  answered per s: {rate:,.0f}")
+    if latencies:
+        p50 = percentile(latencies, 0.50) * 1000
+        p99 = percentile(latencies, 0.99) * 1000
+        print(f"  latency:        p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"  stored / bare:  {stored_rate / rate:.2f}")
+
+
+async def wait_for_bare(session: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.post(url, data=b"{}") as answer:
+                if answer.status == 200:
+                    return
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"the bare endpoint did not answer on {url}")
 
 
 def main() -> None:

@@ -59,6 +59,15 @@ class AttemptWriter:
         elif self._timer is None:
             self._timer = asyncio.create_task(self._flush_later(self.max_delay))
 
+    async def wait_for_room(self) -> None:
+        """Before sending: wait while a full group of records is still unwritten.
+
+        Messages sent but not yet recorded are the ones a crash sends twice (at-least-once),
+        so a worker whose database falls behind slows down instead of piling them up.
+        """
+        if len(self._pending) >= self.max_records:
+            await self.flush()
+
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
         # No longer cancellable by `flush` from here on: a write must never be cut short.

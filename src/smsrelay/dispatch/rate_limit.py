@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 from smsrelay.connectors.definition import RateLimit
 
@@ -60,6 +59,16 @@ class TokenBucket:
         if self.per_second is not None:
             self._tokens = min(float(self.burst), self._tokens + elapsed * self.per_second)
 
+    def start_at(self, tokens: float, seconds_ago: float = 0.0) -> None:
+        """Set the level to what `tokens` (negative: a debt) became after `seconds_ago`.
+
+        A worker taking over a connector's lease continues the bucket its last holder
+        left (see `store.connector_leases`).
+        """
+        refill = max(0.0, seconds_ago) * (self.per_second or 0.0)
+        self._tokens = min(float(self.burst), tokens + refill)
+        self._updated = self._clock()
+
     async def acquire(self, n: int = 1) -> None:
         """Wait until `n` tokens may be spent, then spend them."""
         if self.per_second is None or n <= 0:
@@ -99,17 +108,40 @@ class ConnectorLimiter:
         """Spend `n` tokens (messages or segments), waiting for the bucket if needed."""
         await self.bucket.acquire(n)
 
-    @asynccontextmanager
-    async def permit(self, n: int) -> AsyncIterator[None]:
+    @property
+    def limited(self) -> bool:
+        """True when the connector has a rate limit (not only a concurrency limit)."""
+        return self.bucket.per_second is not None
+
+    def permit(self, n: int) -> _Permit:
         """Hold a concurrency slot and `n` tokens for the duration of one request.
 
         The slot is taken first: tokens granted while waiting for a slot would otherwise
         pile up and let requests start together above the rate.
         """
-        async with self._slots:
-            await self.bucket.acquire(n)
-            self.in_flight += 1
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
+        return _Permit(self, n)
+
+
+class _Permit:
+    """`async with limiter.permit(n)`: a plain class, as it runs once per request."""
+
+    __slots__ = ("_limiter", "_n")
+
+    def __init__(self, limiter: ConnectorLimiter, n: int) -> None:
+        self._limiter = limiter
+        self._n = n
+
+    async def __aenter__(self) -> None:
+        limiter = self._limiter
+        await limiter._slots.acquire()
+        try:
+            if limiter.bucket.per_second is not None:
+                await limiter.bucket.acquire(self._n)
+        except BaseException:
+            limiter._slots.release()
+            raise
+        limiter.in_flight += 1
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter.in_flight -= 1
+        self._limiter._slots.release()

@@ -87,6 +87,9 @@ def _response_headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
     """Read at most `cap` bytes of the body; a larger body is cut (and the connection dropped)."""
+    if resp.content_length is not None and resp.content_length < cap:
+        # The common case, a small answer of declared length: read it whole.
+        return await resp.read()
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_any():
@@ -118,6 +121,9 @@ class AiohttpTransport:
         self._connection_limit_per_host = connection_limit_per_host
         self._inner_resolver = resolver
         self._session: aiohttp.ClientSession | None = None
+        # (scheme, host) pairs already found acceptable: a provider's URL is checked once
+        # per host, not once per message (the refusal depends on nothing else).
+        self._accepted_targets: set[tuple[str, str]] = set()
 
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use: a ClientSession must be built inside the running loop.
@@ -143,9 +149,13 @@ class AiohttpTransport:
         headers = list(request.headers)
         body: bytes | None = request.body or None
         for _hop in range(self.max_redirects + 1):
-            refusal = target_refusal(url, self.policy)
-            if refusal is not None:
-                raise TransportError(refusal.reason, refusal.detail, retryable=False)
+            origin = (url.scheme, url.host or "")
+            if origin not in self._accepted_targets:
+                refusal = target_refusal(url, self.policy)
+                if refusal is not None:
+                    raise TransportError(refusal.reason, refusal.detail, retryable=False)
+                if len(self._accepted_targets) < 10_000:
+                    self._accepted_targets.add(origin)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TransportError("timeout", f"no answer within {timeout:g} s", retryable=True)

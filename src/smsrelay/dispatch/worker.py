@@ -49,6 +49,7 @@ from smsrelay.dispatch.attempts import (
     record_render_failure,
     records_for_exchange,
 )
+from smsrelay.dispatch.lease_keeper import ConnectorLeaseKeeper, connector_lease_seconds
 from smsrelay.dispatch.oauth_tokens import CredentialsError, OAuthTokenCache
 from smsrelay.dispatch.rate_limit import Clock, ConnectorLimiter, Sleep
 from smsrelay.dispatch.transport import Transport, TransportError
@@ -62,6 +63,7 @@ from smsrelay.store.messages import (
     expire_unconfirmed,
     release_lease,
 )
+from smsrelay.store.notifications import OutboxListener
 from smsrelay.store.secret_box import SecretBox
 from smsrelay.store.timestamps import utc_now
 
@@ -114,14 +116,15 @@ def group_for_requests(
 def claim_limit(definition: ConnectorDefinition, settings: Settings) -> int:
     """How many messages to claim at once for this connector.
 
-    No more than the rate limit lets us send in half a lease: a lease that expires while
-    its messages still wait for tokens would let another worker claim and send them too.
+    No more than the rate limit lets us send in a quarter of a lease: a lease that expires
+    while its messages still wait for tokens would let another worker claim and send them
+    too, and a worker sends nothing in the last part of a lease (`_lease_running_out`).
     """
     limit = settings.claim_batch
     per_second = definition.rate_limit.per_second
     if per_second is not None:
-        per_half_lease = int(per_second * settings.lease_seconds / 2)
-        limit = min(limit, per_half_lease + definition.rate_limit.effective_burst)
+        per_quarter_lease = int(per_second * settings.lease_seconds / 4)
+        limit = min(limit, per_quarter_lease + definition.rate_limit.effective_burst)
     return max(1, limit)
 
 
@@ -163,6 +166,14 @@ class Dispatcher:
         self._credentials_failing_since: dict[int, datetime] = {}
         self._on_unconfirmed = on_unconfirmed
         self._next_expiry = 0.0
+        # Rate-limited connectors are sent for by one worker at a time (lease_keeper).
+        self.leases = ConnectorLeaseKeeper(
+            database,
+            self.worker_id,
+            seconds=connector_lease_seconds(settings.lease_seconds),
+            clock=clock,
+            monotonic=monotonic,
+        )
 
     # ------------------------------------------------------------ loop
 
@@ -175,6 +186,8 @@ class Dispatcher:
         # The caller's event itself: a send about to start sees a stop at once.
         self._stop = stop
         stopped = asyncio.create_task(stop.wait())
+        # PostgreSQL: the API NOTIFYs when it queues messages; polling stays the fallback.
+        listening = asyncio.create_task(OutboxListener(self.database, self.notify).run(stop))
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -192,6 +205,8 @@ class Dispatcher:
                 woken.cancel()
         finally:
             stopped.cancel()
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
             await self._shutdown()
 
     async def run_once(self, now: datetime | None = None) -> int:
@@ -244,32 +259,51 @@ class Dispatcher:
         await self.writer.aclose()
         # Claimed but never sent: hand them back now rather than at lease expiry.
         await release_lease(self.database, self.worker_id)
+        await self.leases.release_all({c.id: c.limiter for c in self._connectors.values()})
 
     # ------------------------------------------------------------ one connector
 
     async def _drain_connector(self, connector_id: int, now: Callable[[], datetime]) -> int:
         """Claim and send this connector's due messages until none are left."""
         handled = 0
-        while not self._stop.is_set():
-            connector = await self._active_connector(connector_id)
-            if connector is None:
-                break
-            limit = claim_limit(connector.definition, self.settings)
-            claimed = await claim_due_messages(
-                self.database,
-                connector_id=connector_id,
-                worker_id=self.worker_id,
-                limit=limit,
-                lease_seconds=self.settings.lease_seconds,
-                now=now(),
-            )
-            if not claimed:
-                break
-            handled += len(claimed)
-            await self._dispatch_claimed(connector, claimed)
-            if len(claimed) < limit:
-                break
+        leased: ActiveConnector | None = None
+        try:
+            while not self._stop.is_set():
+                connector = await self._active_connector(connector_id)
+                if connector is None:
+                    break
+                if connector.limiter.limited:
+                    # Another worker sending for it now: its rate is that worker's to keep.
+                    if not await self.leases.hold(connector.id, connector.limiter):
+                        break
+                    leased = connector
+                claimed, limit = await self._claim(connector, now)
+                if not claimed:
+                    break
+                handled += len(claimed)
+                await self._dispatch_claimed(connector, claimed)
+                if len(claimed) < limit:
+                    break
+        finally:
+            if leased is not None:
+                # Drained: any worker may take the connector (and its bucket) from here.
+                await self.leases.release(leased.id, leased.limiter)
         return handled
+
+    async def _claim(
+        self, connector: ActiveConnector, now: Callable[[], datetime]
+    ) -> tuple[list[ClaimedMessage], int]:
+        """Lease the connector's next due messages to this worker; (messages, limit)."""
+        limit = claim_limit(connector.definition, self.settings)
+        claimed = await claim_due_messages(
+            self.database,
+            connector_id=connector.id,
+            worker_id=self.worker_id,
+            limit=limit,
+            lease_seconds=self.settings.lease_seconds,
+            now=now(),
+        )
+        return claimed, limit
 
     async def _active_connector(self, connector_id: int) -> ActiveConnector | None:
         """The connector's current version, compiled once per (id, version)."""
@@ -309,7 +343,16 @@ class Dispatcher:
             await self._hold_for_credentials(connector, fresh, exc.detail)
             return
         groups = group_for_requests(connector.compiled, fresh)
-        await asyncio.gather(*(self._send_group(connector, group, token) for group in groups))
+        pending = iter(groups)
+
+        async def sender() -> None:
+            for group in pending:
+                await self._send_group(connector, group, token)
+
+        # As many senders as requests may be in flight: one task per request would only
+        # queue at the concurrency limit (hundreds of tasks and wake-ups per claim).
+        slots = min(len(groups), connector.definition.rate_limit.concurrency)
+        await asyncio.gather(*(sender() for _ in range(slots)))
 
     async def _send_group(
         self, connector: ActiveConnector, group: Sequence[ClaimedMessage], token: str | None
@@ -378,12 +421,14 @@ class Dispatcher:
         )
         at = self._clock()
         failed = {message_id: error for message_id, error in rendered.failures}
-        await self.writer.add(
-            [record_render_failure(m, failed[m.id], at) for m in group if m.id in failed]
-        )
+        if failed:
+            await self.writer.add(
+                [record_render_failure(m, failed[m.id], at) for m in group if m.id in failed]
+            )
         if rendered.request is None:
             return
         messages = [m for m in group if m.id not in failed]
+        await self.writer.wait_for_room()
         exchange = await self._send(connector, messages, rendered.request)
         if exchange is None:
             return  # stopping: left leased, released at shutdown
@@ -424,8 +469,19 @@ class Dispatcher:
                 at=self._clock(),
                 rng=self._rng,
                 detail=detail,
+                access_token=token,
             )
         )
+
+    def _lease_running_out(
+        self, connector: ActiveConnector, messages: Sequence[ClaimedMessage]
+    ) -> bool:
+        """Whether the messages' lease may expire before a request sent now is answered."""
+        if not messages:
+            return False
+        expires = min(m.lease_expires_at for m in messages)
+        margin = min(connector.definition.request.timeout_seconds, self.settings.lease_seconds / 2)
+        return (expires - self._clock()).total_seconds() < margin
 
     async def _send(
         self, connector: ActiveConnector, messages: Sequence[ClaimedMessage], request: HttpRequest
@@ -435,6 +491,12 @@ class Dispatcher:
         units = limiter.units(len(messages), sum(max(1, m.segments) for m in messages))
         async with limiter.permit(units):
             if self._stop.is_set():
+                return None
+            if limiter.limited and not await self.leases.hold(connector.id, limiter):
+                return None  # the connector's lease was lost: its new holder sends these
+            if self._lease_running_out(connector, messages):
+                # Claimed more than this worker could send in time: once the lease expires
+                # another worker may claim these too, so leave them to whoever does.
                 return None
             started = time.perf_counter()
             try:

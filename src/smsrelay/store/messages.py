@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Select, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from smsrelay.store.bulk_sql import Codec, DriverStatement
 from smsrelay.store.database import AnyRow, Database
 from smsrelay.store.errors import StoreError
 from smsrelay.store.idempotency import (
@@ -27,6 +28,7 @@ from smsrelay.store.idempotency import (
     find_idempotent_replay,
 )
 from smsrelay.store.lifecycle import CANCELABLE, MessageStatus
+from smsrelay.store.notifications import notify_outbox
 from smsrelay.store.outbox import (
     AttemptOutcome,
     AttemptRecord,
@@ -37,7 +39,13 @@ from smsrelay.store.outbox import (
     record_attempts,
     release_lease,
 )
-from smsrelay.store.tables import connectors, message_events, messages, provider_ids
+from smsrelay.store.tables import (
+    connectors,
+    message_events,
+    messages,
+    provider_ids,
+    send_exchanges,
+)
 from smsrelay.store.timestamps import utc_now
 
 __all__ = [
@@ -76,6 +84,7 @@ MESSAGE_ID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _id_lock = threading.Lock()
 _last_id: tuple[int, int] = (0, 0)
 _time_prefix: tuple[int, str] = (-1, "")
+_last_random_text: tuple[int, str] = (-1, "")
 
 
 def new_message_id() -> str:
@@ -84,7 +93,7 @@ def new_message_id() -> str:
     Ids sort by creation time, also within one millisecond of one process (the random
     part is incremented there), so the newest-first list can page by id alone.
     """
-    global _last_id, _time_prefix
+    global _last_id, _time_prefix, _last_random_text
     with _id_lock:
         millis = time.time_ns() // 1_000_000
         last_millis, last_random = _last_id
@@ -94,11 +103,18 @@ def new_message_id() -> str:
                 millis, randomness = millis + 1, int.from_bytes(os.urandom(10), "big")
         else:
             randomness = int.from_bytes(os.urandom(10), "big")
+        previous_random, previous_text = _last_random_text
         _last_id = (millis, randomness)
         if _time_prefix[0] != millis:
             _time_prefix = (millis, _encode_time(millis))
         prefix = _time_prefix[1]
-    return prefix + "".join([_DIGIT_PAIRS[(randomness >> s) & 1023] for s in _PAIR_SHIFTS])
+        if randomness == previous_random + 1 and randomness & 1023:
+            # A batch's ids differ in the last pair of digits but once per 1024.
+            text = previous_text[:-2] + _DIGIT_PAIRS[randomness & 1023]
+        else:
+            text = "".join([_DIGIT_PAIRS[(randomness >> s) & 1023] for s in _PAIR_SHIFTS])
+        _last_random_text = (randomness, text)
+    return prefix + text
 
 
 def _encode_time(millis: int) -> str:
@@ -134,7 +150,7 @@ class NewMessage:
     encoding: str = "gsm7"
 
 
-def _row_values(message: NewMessage) -> dict[str, Any]:
+def message_row(message: NewMessage) -> dict[str, Any]:
     return {
         "id": message.id,
         "connector_id": message.connector_id,
@@ -159,6 +175,64 @@ def _row_values(message: NewMessage) -> dict[str, Any]:
     }
 
 
+_QUEUED = MessageStatus.QUEUED.value
+# `message_row` as the driver takes it, compiled once per dialect and run with plain
+# tuples (store.bulk_sql): a batch of 10 000 is one executemany with no per-row binding.
+_INSERT_MESSAGE = DriverStatement(
+    lambda _d: insert(messages),
+    [
+        "id",
+        "connector_id",
+        "sender_name",
+        "sender_id",
+        "to",
+        "body",
+        "template_id",
+        "template_variables",
+        "entity_id",
+        "campaign_id",
+        "params",
+        "webhook_id",
+        "status",
+        "send_at",
+        "next_attempt_at",
+        "attempts",
+        "segments",
+        "encoding",
+        "created_at",
+        "updated_at",
+    ],
+    many=True,
+)
+
+
+def _driver_row(message: NewMessage, codec: Codec) -> dict[str, Any]:
+    created = codec.timestamp(message.created_at)
+    send_at = codec.timestamp(message.send_at)
+    return {
+        "id": message.id,
+        "connector_id": message.connector_id,
+        "sender_name": message.sender_name,
+        "sender_id": message.sender_id,
+        "to": message.to,
+        "body": message.body,
+        "template_id": message.template_id,
+        "template_variables": codec.json(list(message.template_variables) or None),
+        "entity_id": message.entity_id,
+        "campaign_id": message.campaign_id,
+        "params": codec.json(dict(message.params) or None),
+        "webhook_id": message.webhook_id,
+        "status": _QUEUED,
+        "send_at": send_at,
+        "next_attempt_at": send_at or created,
+        "attempts": 0,
+        "segments": message.segments,
+        "encoding": message.encoding,
+        "created_at": created,
+        "updated_at": created,
+    }
+
+
 class _KeyTaken(Exception):
     pass
 
@@ -175,7 +249,8 @@ async def insert_messages(
     key was used before for the same request (nothing is queued then). Raises
     `IdempotencyConflict` when the key was used for a different request.
     """
-    rows = [_row_values(message) for message in new_messages]
+    codec = Codec(db)
+    rows = [_driver_row(message, codec) for message in new_messages]
     # A key can vanish between our failed claim and the lookup (pruned): claim again.
     for _ in range(3):
         try:
@@ -185,7 +260,10 @@ async def insert_messages(
                 ):
                     raise _KeyTaken
                 for start in range(0, len(rows), INSERT_CHUNK):
-                    await conn.execute(insert(messages), rows[start : start + INSERT_CHUNK])
+                    await _INSERT_MESSAGE.execute_many(conn, db, rows[start : start + INSERT_CHUNK])
+                if rows:
+                    # Workers in other processes LISTEN for this (delivered at commit).
+                    await notify_outbox(conn, db, {m.connector_id for m in new_messages})
             return None
         except _KeyTaken:
             assert idempotency is not None
@@ -307,16 +385,26 @@ async def get_message(db: Database, message_id: str) -> MessageRecord | None:
         if row is None:
             return None
         event_rows = await conn.execute(
-            select(message_events)
+            select(message_events, send_exchanges.c.detail.label("shared_detail"))
+            .outerjoin(send_exchanges, send_exchanges.c.id == message_events.c.exchange_id)
             .where(message_events.c.message_id == message_id)
             .order_by(message_events.c.id)
         )
         events = [
-            MessageEvent(id=e.id, at=e.at, kind=e.kind, status=e.status, detail=e.detail)
+            MessageEvent(id=e.id, at=e.at, kind=e.kind, status=e.status, detail=_event_detail(e))
             for e in event_rows
         ]
         ids = (await _provider_ids_of(conn, [message_id])).get(message_id, [])
     return _record(row, ids, events)
+
+
+def _event_detail(row: AnyRow) -> Mapping[str, Any] | None:
+    # A batch's attempts keep the request/response trace they share in `send_exchanges`:
+    # it completes each one's own part, as if it had been stored with it.
+    if row.shared_detail is None:
+        detail: Mapping[str, Any] | None = row.detail
+        return detail
+    return {**(row.detail or {}), **row.shared_detail}
 
 
 async def list_messages(

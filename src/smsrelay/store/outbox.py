@@ -9,19 +9,31 @@ group commit: one transaction and a handful of executemany statements for many m
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, exists, insert, select, union, update
+from sqlalchemy import Integer, bindparam, exists, insert, select, union, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsrelay.connectors.exchange import OutboundMessage
-from smsrelay.store.database import AnyRow, Database, insert_ignoring_duplicates
+from smsrelay.store.bulk_sql import Codec, DriverStatement, id_list_condition
+from smsrelay.store.connector_groups import Failover, failover_routes
+from smsrelay.store.database import Database
 from smsrelay.store.lifecycle import MessageStatus, can_transition
-from smsrelay.store.tables import DISPATCHABLE, connectors, message_events, messages, provider_ids
-from smsrelay.store.timestamps import utc_now
+from smsrelay.store.tables import (
+    DISPATCHABLE,
+    connectors,
+    message_events,
+    messages,
+    provider_ids,
+    send_exchanges,
+)
+from smsrelay.store.timestamps import UTCDateTime, utc_now
 
 S = MessageStatus
 _CHUNK = 1000
@@ -104,6 +116,51 @@ async def due_connector_ids(db: Database, now: datetime) -> list[int]:
         return [int(connector_id) for connector_id in rows.scalars()]
 
 
+def _due_selection(dialect: str) -> Any:
+    # The oldest due messages of one connector; the claim columns follow the first three.
+    due = (
+        select(
+            messages.c.id,
+            messages.c.status.label("previous_status"),
+            messages.c.next_attempt_at.label("due_at"),
+        )
+        .where(messages.c.connector_id == bindparam("connector_id"))
+        .where(DISPATCHABLE & (messages.c.next_attempt_at <= bindparam("now", type_=UTCDateTime())))
+        .order_by(messages.c.next_attempt_at, messages.c.id)
+        .limit(bindparam("limit", type_=Integer()))
+    )
+    return due if dialect == "sqlite" else due.with_for_update(skip_locked=True)
+
+
+_LEASE_VALUES = {
+    "status": bindparam("l_status"),
+    "lease_owner": bindparam("l_owner"),
+    "lease_expires_at": bindparam("l_expires", type_=UTCDateTime()),
+    "next_attempt_at": bindparam("l_next", type_=UTCDateTime()),
+    "updated_at": bindparam("l_updated", type_=UTCDateTime()),
+}
+
+
+def _claim_postgresql(dialect: str) -> Any:
+    locked = _due_selection(dialect).cte("due")
+    return (
+        update(messages)
+        .where(messages.c.id == locked.c.id)
+        .values(_LEASE_VALUES)
+        .returning(messages.c.id, locked.c.previous_status, locked.c.due_at, *_CLAIM_COLUMNS[1:])
+    )
+
+
+# Compiled once per dialect (store.bulk_sql): a claim is three statements whatever its size.
+_SELECT_DUE = DriverStatement(lambda d: _due_selection(d).add_columns(*_CLAIM_COLUMNS[1:]))
+_LEASE_PICKED = DriverStatement(
+    lambda d: (
+        update(messages).where(id_list_condition(messages.c.id, "ids", d)).values(_LEASE_VALUES)
+    )
+)
+_CLAIM_LOCKED = DriverStatement(_claim_postgresql)
+
+
 async def claim_due_messages(
     db: Database,
     *,
@@ -121,55 +178,39 @@ async def claim_due_messages(
     """
     if limit < 1:
         return []
+    codec = Codec(db)
     expires = now + timedelta(seconds=lease_seconds)
-    lease = {
-        "status": S.SENDING.value,
-        "lease_owner": worker_id,
-        "lease_expires_at": expires,
-        "next_attempt_at": expires,
-        "updated_at": now,
+    values = {
+        "connector_id": connector_id,
+        "now": codec.timestamp(now),
+        "limit": limit,
+        "l_status": S.SENDING.value,
+        "l_owner": worker_id,
+        "l_expires": codec.timestamp(expires),
+        "l_next": codec.timestamp(expires),
+        "l_updated": codec.timestamp(now),
     }
-    due = (
-        select(
-            messages.c.id,
-            messages.c.status.label("previous_status"),
-            messages.c.next_attempt_at.label("due_at"),
-        )
-        .where(messages.c.connector_id == connector_id)
-        .where(_is_due(now))
-        .order_by(messages.c.next_attempt_at, messages.c.id)
-        .limit(limit)
-    )
     async with db.transaction() as conn:
         if db.is_sqlite:
             # BEGIN IMMEDIATE holds the write lock: nothing changes between select and update.
-            picked = (await conn.execute(due.add_columns(*_CLAIM_COLUMNS[1:]))).all()
-            ids = [row.id for row in picked]
-            for start in range(0, len(ids), _CHUNK):
-                await conn.execute(
-                    update(messages)
-                    .where(messages.c.id.in_(ids[start : start + _CHUNK]))
-                    .values(lease)
-                )
+            picked = await _SELECT_DUE.fetch(conn, db, values)
+            if picked:
+                ids = json.dumps([row[0] for row in picked])
+                await _LEASE_PICKED.execute(conn, db, {**values, "ids": ids})
         else:
-            locked = due.with_for_update(skip_locked=True).cte("due")
-            claim = (
-                update(messages)
-                .where(messages.c.id == locked.c.id)
-                .values(lease)
-                .returning(*_CLAIM_COLUMNS, locked.c.previous_status, locked.c.due_at)
-            )
-            picked = sorted((await conn.execute(claim)).all(), key=lambda r: (r.due_at, r.id))
-        accepted = await _accepted_before(conn, picked)
-    return [_claimed(row, expires, row.id in accepted) for row in picked]
+            picked = await _CLAIM_LOCKED.fetch(conn, db, values)
+            picked.sort(key=lambda row: (row[2], row[0]))
+        claimed = [_claimed(row, codec, expires) for row in picked]
+        accepted = await _accepted_before(conn, claimed)
+    if accepted:
+        claimed = [replace(m, accepted_before=True) if m.id in accepted else m for m in claimed]
+    return claimed
 
 
-async def _accepted_before(conn: AsyncConnection, picked: Sequence[AnyRow]) -> set[str]:
+async def _accepted_before(conn: AsyncConnection, claimed: Sequence[ClaimedMessage]) -> set[str]:
     # A message first claimed from `queued` with no attempts cannot have been accepted, so
     # the common case costs no query.
-    suspects = [
-        row.id for row in picked if row.previous_status != S.QUEUED.value or row.attempts > 0
-    ]
+    suspects = [m.id for m in claimed if m.previous_status is not S.QUEUED or m.attempts > 0]
     found: set[str] = set()
     for start in range(0, len(suspects), _CHUNK):
         chunk = suspects[start : start + _CHUNK]
@@ -183,26 +224,50 @@ async def _accepted_before(conn: AsyncConnection, picked: Sequence[AnyRow]) -> s
     return found
 
 
-def _claimed(row: AnyRow, expires: datetime, accepted_before: bool) -> ClaimedMessage:
+def _claimed(row: tuple[Any, ...], codec: Codec, expires: datetime) -> ClaimedMessage:
+    # Columns: id, previous_status, due_at, then _CLAIM_COLUMNS[1:].
+    (
+        message_id,
+        previous_status,
+        _due_at,
+        connector_id,
+        to,
+        body,
+        sender_id,
+        template_id,
+        template_variables,
+        entity_id,
+        campaign_id,
+        params,
+        attempts,
+        segments,
+        encoding,
+        held_since,
+    ) = row
+    template_variables = codec.read_json(template_variables)
+    params = codec.read_json(params)
     return ClaimedMessage(
-        id=row.id,
-        connector_id=row.connector_id,
-        to=row.to,
-        body=row.body,
-        sender_id=row.sender_id,
-        template_id=row.template_id,
-        template_variables=tuple(row.template_variables or ()),
-        entity_id=row.entity_id,
-        campaign_id=row.campaign_id,
-        params=dict(row.params or {}),
-        attempts=row.attempts,
-        segments=row.segments,
-        encoding=row.encoding,
-        previous_status=MessageStatus(row.previous_status),
-        accepted_before=accepted_before,
+        id=message_id,
+        connector_id=connector_id,
+        to=to,
+        body=body,
+        sender_id=sender_id,
+        template_id=template_id,
+        template_variables=tuple(template_variables) if template_variables else (),
+        entity_id=entity_id,
+        campaign_id=campaign_id,
+        params=dict(params) if params else {},
+        attempts=attempts,
+        segments=segments,
+        encoding=encoding,
+        previous_status=_STATUSES[previous_status],
+        accepted_before=False,
         lease_expires_at=expires,
-        held_since=row.held_since,
+        held_since=codec.read_timestamp(held_since),
     )
+
+
+_STATUSES = {status.value: status for status in MessageStatus}
 
 
 # ---------------------------------------------------------------- recording attempts
@@ -250,24 +315,104 @@ _STATE_COLUMNS = (
     messages.c.sent_at,
     messages.c.final_at,
 )
-_WRITTEN = (*(column.name for column in _STATE_COLUMNS[2:]), "updated_at")
+# `connector_id` is written too: failover moves a message to the next connector of its group.
+_WRITTEN = ("connector_id", *(column.name for column in _STATE_COLUMNS[2:]), "updated_at")
+
+
+_STATE_NAMES = tuple(column.name for column in _STATE_COLUMNS)
+_STATE_TIMESTAMPS = frozenset(
+    name for name in _WRITTEN if isinstance(messages.c[name].type, UTCDateTime)
+)
 
 
 class _MessageState:
     """A message's mutable columns, read under lock and changed record by record."""
 
-    def __init__(self, row: AnyRow) -> None:
-        self.id: str = row.id
-        self.connector_id: int = row.connector_id
-        self.values: dict[str, Any] = {name: getattr(row, name) for name in _WRITTEN[:-1]}
+    def __init__(self, row: tuple[Any, ...], codec: Codec) -> None:
+        values = dict(zip(_STATE_NAMES, row, strict=True))
+        for name in _STATE_TIMESTAMPS:
+            if values.get(name) is not None:
+                values[name] = codec.read_timestamp(values[name])
+        self.id: str = values.pop("id")
+        self.connector_id: int = values["connector_id"]
+        self.values: dict[str, Any] = values
 
     @property
     def status(self) -> MessageStatus:
         return MessageStatus(self.values["status"])
 
 
-def _apply(state: _MessageState, record: AttemptRecord, worker_id: str) -> list[dict[str, Any]]:
-    """Change `state` by one record; returns the history events it adds."""
+def _fails_over(
+    state: _MessageState, record: AttemptRecord, worker_id: str, failover: Failover
+) -> bool:
+    """Whether a failed attempt moves the message on to another connector instead."""
+    return (
+        record.outcome == "failed"
+        and failover.from_id == state.values["connector_id"]
+        and state.values["lease_owner"] in (worker_id, None)
+        and can_transition(state.status, S.QUEUED)
+    )
+
+
+def _fail_over(
+    state: _MessageState, record: AttemptRecord, failover: Failover
+) -> list[dict[str, Any]]:
+    """Queue a message that failed on one connector for the next one of its group.
+
+    Its attempts restart at 0 for the new connector; the history shows the failed attempt
+    and a status event `failover from A to B: reason`.
+    """
+    values = state.values
+    old = state.status
+    note = failover.note(record.error)
+    attempt: dict[str, Any] = {
+        "attempt": values["attempts"] + 1,
+        "outcome": record.outcome,
+        "connector": failover.from_name,
+    }
+    if record.error:
+        attempt["error"] = record.error
+    attempt.update(record.detail)
+    values.update(
+        connector_id=failover.to_id,
+        attempts=0,
+        status=S.QUEUED.value,
+        failure_reason=None,
+        held_since=None,
+        next_attempt_at=record.at,
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=record.at,
+    )
+    change = {
+        "from": old.value,
+        "reason": note,
+        "failover": {
+            "group": failover.group,
+            "from": failover.from_name,
+            "to": failover.to_name,
+            "error": record.error,
+        },
+    }
+    return [
+        _event(state.id, record.at, "attempt", S.QUEUED.value, attempt),
+        _event(state.id, record.at, "status", S.QUEUED.value, change),
+    ]
+
+
+def _apply(
+    state: _MessageState,
+    record: AttemptRecord,
+    worker_id: str,
+    failover: Failover | None = None,
+) -> list[dict[str, Any]]:
+    """Change `state` by one record; returns the history events it adds.
+
+    With `failover` (the next connector of the message's group), a failed attempt queues
+    the message for that connector instead of failing it.
+    """
+    if failover is not None and _fails_over(state, record, worker_id, failover):
+        return _fail_over(state, record, failover)
     values = state.values
     old = state.status
     target = _TARGET[record.outcome]
@@ -321,7 +466,14 @@ def _apply(state: _MessageState, record: AttemptRecord, worker_id: str) -> list[
 def _event(
     message_id: str, at: datetime, kind: str, status: str | None, detail: dict[str, Any]
 ) -> dict[str, Any]:
-    return {"message_id": message_id, "at": at, "kind": kind, "status": status, "detail": detail}
+    return {
+        "message_id": message_id,
+        "at": at,
+        "kind": kind,
+        "status": status,
+        "detail": detail,
+        "exchange_id": None,
+    }
 
 
 async def record_attempts(
@@ -335,6 +487,9 @@ async def record_attempts(
     holds it; an `attempt` event, a `status` event per change, and provider ids are added.
     A `dispatch_error` record (held for failing credentials, nothing sent) is not an
     attempt: it sets `held_since` and adds a status event only when the hold begins.
+    A `failed` record of a message whose sender points to a connector group, failing on a
+    connector that has a next one in the group, queues the message for that connector
+    instead (attempts restarted; see `store.connector_groups`).
     Records for unknown messages are ignored.
     """
     if not records:
@@ -343,25 +498,37 @@ async def record_attempts(
         if record.outcome not in _TARGET:
             raise ValueError(f"unknown attempt outcome {record.outcome!r}")
     ids = sorted({record.message_id for record in records})
+    codec = Codec(db)
     async with db.transaction() as conn:
         states: dict[str, _MessageState] = {}
         for start in range(0, len(ids), _CHUNK):
             # Locking in id order keeps concurrent group commits from deadlocking.
-            query = (
-                select(*_STATE_COLUMNS)
-                .where(messages.c.id.in_(ids[start : start + _CHUNK]))
-                .order_by(messages.c.id)
-                .with_for_update()
-            )
-            for row in await conn.execute(query):
-                states[row.id] = _MessageState(row)
+            chunk = ids[start : start + _CHUNK]
+            rows = await _LOCK_STATES.fetch(conn, db, {"ids": _id_list(db, chunk)})
+            for row in rows:
+                locked = _MessageState(row, codec)
+                states[locked.id] = locked
+        failing = sorted({r.message_id for r in records if r.outcome == "failed"} & set(states))
+        routes = await failover_routes(conn, failing)
+        shared = _shared_details(records)
         events: list[dict[str, Any]] = []
         new_provider_ids: list[dict[str, Any]] = []
         for record in records:
             state = states.get(record.message_id)
             if state is None:
                 continue
-            events.extend(_apply(state, record, worker_id))
+            exchange = shared.get(id(record.detail))
+            # A message's connector may change (failover): its route is good for one failure.
+            route = routes.pop(record.message_id, None)
+            if exchange is None:
+                events.extend(_apply(state, record, worker_id, route))
+            else:
+                # The batch's trace is stored once; the attempt event points to it.
+                added = _apply(state, replace(record, detail={}), worker_id, route)
+                for event in added:
+                    if event["kind"] == "attempt":
+                        event["shared"] = exchange
+                events.extend(added)
             new_provider_ids.extend(
                 {
                     "connector_id": state.connector_id,
@@ -373,22 +540,97 @@ async def record_attempts(
             )
         if not states:
             return
-        await conn.execute(_UPDATE_STATE, [_bind(state) for state in states.values()])
-        if events:
-            await conn.execute(insert(message_events), events)
-        if new_provider_ids:
-            await conn.execute(insert_ignoring_duplicates(db, provider_ids), new_provider_ids)
+        await _UPDATE_STATE.execute_many(conn, db, (_bind(s, codec) for s in states.values()))
+        exchange_ids = await _store_exchanges(conn, events)
+        for event in events:
+            event["at"] = codec.timestamp(event["at"])
+            event["detail"] = codec.json(event["detail"])
+            if "shared" in event:
+                event["exchange_id"] = exchange_ids[id(event.pop("shared"))]
+        await _INSERT_EVENT.execute_many(conn, db, events)
+        await _INSERT_PROVIDER_ID.execute_many(conn, db, new_provider_ids)
 
 
-_UPDATE_STATE = (
-    update(messages)
-    .where(messages.c.id == bindparam("b_id"))
-    .values({name: bindparam(f"b_{name}", type_=messages.c[name].type) for name in _WRITTEN})
+def _shared_details(records: Sequence[AttemptRecord]) -> dict[int, Mapping[str, Any]]:
+    """Attempt details that several records share (one request carried their messages).
+
+    Keyed by identity: `records_for_exchange` gives every message of one request the same
+    detail object. A held (`dispatch_error`) record's detail goes in its status event, so
+    it is never shared.
+    """
+    seen: dict[int, Mapping[str, Any]] = {}
+    shared: dict[int, Mapping[str, Any]] = {}
+    for record in records:
+        if record.outcome == "dispatch_error" or not record.detail:
+            continue
+        key = id(record.detail)
+        if key in seen:
+            shared[key] = record.detail
+        else:
+            seen[key] = record.detail
+    return shared
+
+
+async def _store_exchanges(
+    conn: AsyncConnection, events: Sequence[dict[str, Any]]
+) -> dict[int, int]:
+    """Store each shared trace the events point to once; its row id by the detail's identity."""
+    stored: dict[int, int] = {}
+    for event in events:
+        detail = event.get("shared")
+        if detail is None or id(detail) in stored:
+            continue
+        result = await conn.execute(
+            insert(send_exchanges)
+            .values(at=event["at"], detail=detail)
+            .returning(send_exchanges.c.id)
+        )
+        stored[id(detail)] = int(result.scalar_one())
+    return stored
+
+
+def _id_list(db: Database, ids: Sequence[str]) -> Any:
+    # One bound parameter for a whole list (store.bulk_sql.id_list_condition).
+    return json.dumps(list(ids)) if db.is_sqlite else list(ids)
+
+
+_LOCK_STATES = DriverStatement(
+    lambda d: (
+        select(*_STATE_COLUMNS)
+        .where(id_list_condition(messages.c.id, "ids", d))
+        .order_by(messages.c.id)
+        .with_for_update()
+    )
+)
+_UPDATE_STATE = DriverStatement(
+    lambda _d: (
+        update(messages)
+        .where(messages.c.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}", type_=messages.c[name].type) for name in _WRITTEN})
+    ),
+    many=True,
+)
+_INSERT_EVENT = DriverStatement(
+    lambda _d: insert(message_events),
+    ["message_id", "at", "kind", "status", "detail", "exchange_id"],
+    many=True,
+)
+_INSERT_PROVIDER_ID = DriverStatement(
+    lambda d: (sqlite_insert if d == "sqlite" else postgresql_insert)(
+        provider_ids
+    ).on_conflict_do_nothing(),
+    ["connector_id", "provider_id", "message_id", "recipient"],
+    many=True,
 )
 
 
-def _bind(state: _MessageState) -> dict[str, Any]:
-    return {"b_id": state.id, **{f"b_{name}": state.values[name] for name in _WRITTEN}}
+def _bind(state: _MessageState, codec: Codec) -> dict[str, Any]:
+    values = state.values
+    bound = {"b_id": state.id}
+    for name in _WRITTEN:
+        value = values[name]
+        bound[f"b_{name}"] = codec.timestamp(value) if name in _STATE_TIMESTAMPS else value
+    return bound
 
 
 # ---------------------------------------------------------------- leases and deadlines

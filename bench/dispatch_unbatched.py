@@ -1,0 +1,154 @@
+"""Dispatch, one message per request: the dispatcher against a bare aiohttp client, same run.
+
+Run `python bench/dispatch_unbatched.py [--count N] [--concurrency C] [--database both]`.
+For each database it queues N messages for one JSON connector (concurrency C) pointing at
+`minimal_provider.py` (a process of its own), then times:
+
+- **bare client**: C aiohttp coroutines POSTing N requests of the same size and headers to
+  the same provider, reading each answer: the ceiling for one Python process;
+- **dispatcher**: `Dispatcher.run_once` claiming, rendering, sending, parsing and
+  group-committing all N until every message is `sent` in the database.
+
+The bare client runs before and after the dispatcher; the ratio is taken against the faster
+of the two. Target: dispatcher >= 0.7 x bare client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+from common import (
+    client_session,
+    count_by_status,
+    database_kinds,
+    database_url,
+    migrated,
+    new_secret_box,
+    print_table,
+    queue_messages,
+    running_provider,
+    save,
+    single_connector,
+    workdir,
+)
+from smsrelay.dispatch.transport import AiohttpTransport
+from smsrelay.dispatch.worker import Dispatcher
+from smsrelay.settings import Settings
+
+CONNECTOR = "unbatched"
+
+
+def sample_body(n: int) -> bytes:
+    """A request body of the same shape and size as the connector renders."""
+    return json.dumps(
+        {
+            "source": "BENCH",
+            "destination": f"+4915112{n:06d}",
+            "text": f"Your code is {n:06d}. Do not share it.",
+            "ref": "01J0000000000000000000000",
+            "callback": "http://127.0.0.1:8000/dlr/abcdefghijklmnopqrstuvwxyz0123456789ABCD",
+        }
+    ).encode()
+
+
+async def bare_client(url: str, count: int, concurrency: int) -> float:
+    """Seconds for C coroutines to POST `count` requests and read every answer."""
+    headers = {"Authorization": "Bearer bench-secret-key", "Content-Type": "application/json"}
+    bodies = [sample_body(n) for n in range(count)]
+    next_index = iter(range(count))
+
+    async with client_session(concurrency) as session:
+
+        async def sender() -> None:
+            for n in next_index:
+                async with session.post(url, data=bodies[n], headers=headers) as answer:
+                    await answer.read()
+                    if answer.status != 200:
+                        raise SystemExit(f"the provider answered {answer.status}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+async def dispatcher_run(url: str, provider_url: str, count: int, concurrency: int) -> float:
+    """Seconds for the dispatcher to take `count` queued messages to `sent`."""
+    db = await migrated(url)
+    box, _ = new_secret_box()
+    try:
+        stored = await save(
+            db, box, single_connector(CONNECTOR, provider_url, concurrency=concurrency)
+        )
+        await queue_messages(db, stored.id, count)
+        settings = Settings(database_url=url, allow_hosts=("127.0.0.1",))
+        transport = AiohttpTransport(allow_hosts=settings.allow_hosts)
+        dispatcher = Dispatcher(db, box, transport, settings)
+        try:
+            started = time.perf_counter()
+            handled = await dispatcher.run_once()
+            elapsed = time.perf_counter() - started
+        finally:
+            await transport.aclose()
+        sent = (await count_by_status(db)).get("sent", 0)
+        if handled != count or sent != count:
+            raise SystemExit(f"dispatched {handled}, sent {sent}, expected {count}")
+        return elapsed
+    finally:
+        await db.close()
+
+
+async def run(kinds: list[str], count: int, concurrency: int) -> None:
+    rows: list[list[object]] = []
+    with running_provider() as provider:
+        for kind in kinds:
+            with workdir() as tmp, database_url(kind, tmp) as url:
+                bare_url = f"{provider.base_url}/send/bare"
+                before = await bare_client(bare_url, count, concurrency)
+                dispatch = await dispatcher_run(url, provider.base_url, count, concurrency)
+                after = await bare_client(bare_url, count, concurrency)
+                stats = await provider.stats()
+                if stats[CONNECTOR]["messages"] != count:
+                    raise SystemExit(f"the provider got {stats[CONNECTOR]['messages']} messages")
+                await provider.reset()
+                bare = min(before, after)
+                rows.append(
+                    [
+                        kind,
+                        count,
+                        concurrency,
+                        count / before,
+                        count / after,
+                        count / dispatch,
+                        f"{bare / dispatch:.2f}",
+                    ]
+                )
+    print_table(
+        "dispatch, one message per request (target: ratio >= 0.70)",
+        [
+            "database",
+            "messages",
+            "in flight",
+            "bare/s (before)",
+            "bare/s (after)",
+            "dispatcher/s",
+            "ratio",
+        ],
+        rows,
+    )
+
+
+def main() -> None:
+    """Parse the arguments and run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    options = parser.parse_args()
+    asyncio.run(run(list(database_kinds(options.database)), options.count, options.concurrency))
+
+
+if __name__ == "__main__":
+    main()

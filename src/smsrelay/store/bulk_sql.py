@@ -1,0 +1,163 @@
+"""Precompiled statements run with plain tuples: the fast path of claims and group commits.
+
+SQLAlchemy Core builds every statement here (so quoting and dialect differences stay its
+job), but each is compiled once per dialect and executed through the driver
+(`exec_driver_sql`) with tuples of driver-ready values: no per-row bind processors, no
+per-row `Row` objects. `Codec` does the few conversions by hand, exactly as the column
+types would: timestamps as SQLite's text form or PostgreSQL's `timestamptz`, JSON as
+`json.dumps` text (PostgreSQL's driver takes JSON as text too).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from operator import itemgetter
+from typing import Any, cast
+
+from sqlalchemy import ClauseElement, ColumnElement, String, bindparam, func, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smsrelay.store.database import Database, Dialect
+
+
+class Codec:
+    """Python values to and from what the driver of one database speaks."""
+
+    def __init__(self, db: Database) -> None:
+        self.sqlite = db.is_sqlite
+        # One group commit writes the same few instants many times (`at`, a deadline).
+        self._texts: dict[datetime, str] = {}
+
+    def timestamp(self, value: datetime | None) -> Any:
+        """A timezone-aware datetime as the driver stores it (UTCDateTime's rules)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"expected a timezone-aware datetime, got {value!r}")
+        if not self.sqlite:
+            return value
+        text = self._texts.get(value)
+        if text is None:
+            utc = value.astimezone(UTC) if value.utcoffset() else value
+            # SQLAlchemy's SQLite DATETIME text form (always six fractional digits), whose
+            # ordering the due index relies on.
+            text = self._texts[value] = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return text
+
+    def read_timestamp(self, raw: Any) -> datetime | None:
+        """A stored timestamp as a timezone-aware UTC datetime."""
+        if raw is None:
+            return None
+        if isinstance(raw, str):
+            return datetime.fromisoformat(raw).replace(tzinfo=UTC)
+        assert isinstance(raw, datetime)
+        return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
+
+    @staticmethod
+    def json(value: Any) -> str | None:
+        """A JSON column value (None is SQL NULL, as `none_as_null`)."""
+        return None if value is None else json.dumps(value)
+
+    def read_json(self, raw: Any) -> Any:
+        """A JSON column as Python (PostgreSQL's driver has decoded it already)."""
+        if isinstance(raw, str | bytes) and self.sqlite:
+            return json.loads(raw)
+        return raw
+
+
+def id_list_condition(column: ColumnElement[Any], name: str, dialect: Dialect) -> Any:
+    """`column IN (the ids bound as one parameter)`, so one compiled statement fits any list.
+
+    PostgreSQL binds an array (`= ANY($1)`); SQLite a JSON array read by `json_each`.
+    """
+    if dialect == "postgresql":
+        return column == func.any(bindparam(name, type_=ARRAY(String)))
+    return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam(name))))
+
+
+Ordering = Callable[[Mapping[str, Any]], tuple[Any, ...]]
+
+
+class DriverStatement:
+    """A statement compiled once per dialect and executed with tuples in its bind order."""
+
+    def __init__(
+        self,
+        build: Callable[[Dialect], ClauseElement],
+        keys: Sequence[str] | None = None,
+        *,
+        many: bool = False,
+    ) -> None:
+        # `build(dialect)` returns the Core statement; `keys` are the columns an INSERT
+        # or UPDATE takes (default: every bind parameter of the statement).
+        self._build = build
+        self._keys = list(keys) if keys is not None else None
+        self._many = many
+        self._compiled: dict[str, tuple[str, Ordering]] = {}
+        # Values SQLAlchemy binds by itself (SQLite's `OFFSET 0` after a bound LIMIT).
+        self._fixed: dict[str, dict[str, Any]] = {}
+
+    def _for(self, db: Database) -> tuple[str, Ordering]:
+        found = self._compiled.get(db.dialect)
+        if found is None:
+            compiled = self._build(db.dialect).compile(
+                dialect=db.engine.dialect,
+                column_keys=self._keys,
+                for_executemany=self._many,
+            )
+            binds = getattr(compiled, "binds", {})
+            fixed = {
+                name: bind.effective_value for name, bind in binds.items() if not bind.required
+            }
+            if fixed and self._many:
+                raise ValueError(f"an executemany statement binds fixed values: {sorted(fixed)}")
+            self._fixed[db.dialect] = fixed
+            order = _ordering(list(getattr(compiled, "positiontup", None) or ()))
+            found = self._compiled[db.dialect] = (compiled.string, order)
+        return found
+
+    def _single(self, db: Database, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        sql, order = self._for(db)
+        fixed = self._fixed[db.dialect]
+        return sql, order({**fixed, **values} if fixed else values)
+
+    def tuples(self, db: Database, rows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        """Each row's values in this statement's bind order."""
+        _, order = self._for(db)
+        return [order(row) for row in rows]
+
+    async def execute_many(
+        self, conn: AsyncConnection, db: Database, rows: Iterable[Mapping[str, Any]]
+    ) -> None:
+        """Run the statement once per row, as one executemany."""
+        sql, order = self._for(db)
+        params = [order(row) for row in rows]
+        if params:
+            await conn.exec_driver_sql(sql, params)
+
+    async def fetch(
+        self, conn: AsyncConnection, db: Database, values: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """Run the statement once; its rows as plain tuples."""
+        sql, params = self._single(db, values)
+        result = await conn.exec_driver_sql(sql, params)
+        return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
+
+    async def execute(self, conn: AsyncConnection, db: Database, values: Mapping[str, Any]) -> int:
+        """Run the statement once; the number of rows it changed."""
+        sql, params = self._single(db, values)
+        result = await conn.exec_driver_sql(sql, params)
+        return int(result.rowcount)
+
+
+def _ordering(names: Sequence[str]) -> Ordering:
+    """A function picking a row's values in `names` order, as a tuple (C speed)."""
+    if len(names) > 1:
+        return cast(Ordering, itemgetter(*names))
+    if not names:
+        return lambda _row: ()
+    name = names[0]
+    return lambda row: (row[name],)
