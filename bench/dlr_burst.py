@@ -19,20 +19,18 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
 
+from common import CORES, running_bare_endpoint, running_server
 from smsrelay.sandbox import sandbox_connector_yaml
 from smsrelay.store.api_keys import create_api_key
 from smsrelay.store.database import open_database
@@ -67,36 +65,6 @@ async def stored_count(url: str) -> int:
         return await count_callbacks(db)
     finally:
         await db.close()
-
-
-@contextlib.contextmanager
-def running_server(
-    database_url: str, port: int, workdir: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`smsrelay serve` in a child process, with the sandbox and the in-process workers."""
-    env = {
-        **os.environ,
-        "SMSRELAY_DATABASE_URL": database_url,
-        "SMSRELAY_HOST": "127.0.0.1",
-        "SMSRELAY_PORT": str(port),
-        "SMSRELAY_SECRET_KEY_FILE": str(workdir / "smsrelay.key"),
-        "SMSRELAY_LOG_LEVEL": "warning",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "smsrelay.cli", "serve"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        yield server
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 async def wait_until_up(session: aiohttp.ClientSession, base_url: str) -> None:
@@ -221,7 +189,6 @@ async def bench(database_url: str | None, count: int, concurrency: int) -> int:
 
 async def compare_with_bare_endpoint(count: int, concurrency: int, stored_rate: float) -> None:
     """The same burst against an endpoint that stores nothing (bench/common.py)."""
-    from common import CORES, running_bare_endpoint
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
