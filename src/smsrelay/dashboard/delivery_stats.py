@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, String, func, literal, select, union_all
+from sqlalchemy import ColumnElement, Executable, String, bindparam, func, select, union_all
 
 from smsrelay.dashboard.charts import DailyRate
 from smsrelay.store.database import Database
@@ -120,8 +121,22 @@ def _daily(per_day: dict[str, StatusCounts], scope: Scope) -> tuple[list[DailyRa
     return daily, totals
 
 
-def _add(table: dict[Any, StatusCounts], key: Any, piece: StatusCounts) -> None:
-    table[key] = table[key].merged(piece) if key in table else piece
+class _Tally:
+    """Counts by status and accepted segments, summed in place (one row of the query each)."""
+
+    __slots__ = ("by_status", "segments")
+
+    def __init__(self) -> None:
+        self.by_status: dict[str, int] = {}
+        self.segments = 0
+
+    def add(self, status: str, number: int, segments: int | None) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + int(number)
+        if status in _ACCEPTED:
+            self.segments += int(segments or 0)
+
+    def counts(self) -> StatusCounts:
+        return StatusCounts(dict(self.by_status), self.segments)
 
 
 async def _reasons(db: Database, scope: Scope, limit: int) -> list[tuple[str, int]]:
@@ -155,29 +170,27 @@ async def analyse(
     smaller query.
     """
     names = names if names is not None else await connector_names(db)
-    column = _group_column(group)
-    per_day_queries = [
-        select(
-            literal(label, String).label("day"),
-            column.label("key"),
-            messages.c.status,
-            func.count(),
-            func.sum(messages.c.segments),
-        )
-        .where(messages.c.created_at >= low, messages.c.created_at < high)
-        .group_by(column, messages.c.status)
-        for label, low, high in _day_slices(period)
-    ]
-    query = per_day_queries[0] if len(per_day_queries) == 1 else union_all(*per_day_queries)
-    by_group: dict[Any, StatusCounts] = {}
-    per_day: dict[str, StatusCounts] = {}
+    slices = _day_slices(period)
+    parameters: dict[str, Any] = {}
+    for index, (label, low, high) in enumerate(slices):
+        parameters.update({f"day{index}": label, f"low{index}": low, f"high{index}": high})
+    by_group: dict[Any, _Tally] = {}
+    daily_tallies: dict[str, _Tally] = {}
     chosen = _chosen_key(group, key, names)
     async with db.connect() as conn:
-        for day_key, group_key, status, number, segments in await conn.execute(query):
-            piece = _counts(status, number, segments)
-            _add(by_group, group_key, piece)
+        rows = await conn.execute(_per_day_statement(group, len(slices)), parameters)
+        for day_key, group_key, status, number, segments in rows:
+            tally = by_group.get(group_key)
+            if tally is None:
+                tally = by_group[group_key] = _Tally()
+            tally.add(status, number, segments)
             if key is None or group_key == chosen:
-                _add(per_day, day_key, piece)
+                tally = daily_tallies.get(day_key)
+                if tally is None:
+                    tally = daily_tallies[day_key] = _Tally()
+                tally.add(status, number, segments)
+    per_day = {day: tally.counts() for day, tally in daily_tallies.items()}
+    found = {group_key: tally.counts() for group_key, tally in by_group.items()}
     daily, counts = _daily(per_day, period)
     scope = period
     if key:
@@ -189,7 +202,33 @@ async def analyse(
             campaign_id=key if group == "campaign" else None,
         )
     reasons = await _reasons(db, scope, top_reasons)
-    return Analysis(_labelled(by_group, group, names), counts, daily, reasons)
+    return Analysis(_labelled(found, group, names), counts, daily, reasons)
+
+
+@lru_cache(maxsize=32)
+def _per_day_statement(group: GroupBy, days: int) -> Executable:
+    """A UNION of one GROUP BY per day, bound by name (`day<i>`, `low<i>`, `high<i>`).
+
+    Built once per group and number of days: constructing ninety selects costs more than
+    running them.
+    """
+    column = _group_column(group)
+    per_day = [
+        select(
+            bindparam(f"day{index}", type_=String).label("day"),
+            column.label("key"),
+            messages.c.status,
+            func.count(),
+            func.sum(messages.c.segments),
+        )
+        .where(
+            messages.c.created_at >= bindparam(f"low{index}", type_=messages.c.created_at.type),
+            messages.c.created_at < bindparam(f"high{index}", type_=messages.c.created_at.type),
+        )
+        .group_by(column, messages.c.status)
+        for index in range(days)
+    ]
+    return per_day[0] if days == 1 else union_all(*per_day)
 
 
 def _chosen_key(group: GroupBy, key: str | None, names: dict[int, str]) -> Any:
