@@ -180,6 +180,8 @@ MAIN_PAGES = (
     ("senders", "/ui/senders"),
     ("webhooks", "/ui/webhooks"),
     ("api-keys", "/ui/api-keys"),
+    ("presets", "/ui/connectors/new/from-preset"),
+    ("preset-form", "/ui/connectors/new/from-preset/msg91"),
 )
 
 
