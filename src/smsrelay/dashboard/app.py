@@ -24,6 +24,7 @@ from smsrelay.dashboard import (
     login_routes,
     message_routes,
     overview_routes,
+    preset_routes,
     settings_routes,
 )
 from smsrelay.dashboard.pages import (
@@ -73,6 +74,7 @@ def create_dashboard_app(get_runtime: Callable[[], Runtime]) -> FastAPI:
     for module in (
         login_routes,
         overview_routes,
+        preset_routes,
         connector_routes,
         delivery_routes,
         message_routes,
