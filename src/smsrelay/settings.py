@@ -56,6 +56,12 @@ class Settings:
     webhook_retry_initial_seconds: float = 10.0
     webhook_retry_max_seconds: float = 3600.0
     webhook_retry_hours: float = 24.0
+    # Housekeeping (dispatch/housekeeping.py): how long idempotency keys are remembered
+    # (at least), how long finished webhook deliveries stay in the delivery log, and how
+    # often expired rows are pruned.
+    idempotency_key_hours: float = 24.0
+    webhook_log_days: float = 7.0
+    housekeeping_interval_seconds: float = 3600.0
     # Quiet hours for promotional campaign sends, in the recipient's local time ("" = the
     # campaigns default, 21:00-09:00), e.g. "22:00-08:00".
     quiet_hours: str = ""

@@ -1,4 +1,4 @@
-"""The background work of one process: dispatcher, delivery mapper, webhook sender, campaigns.
+"""The background work of one process: dispatcher, delivery mapper, webhooks, campaigns, pruning.
 
 `smsrelay serve` runs it in-process (the embedded setup) and `smsrelay worker` runs only
 this; both build it here, so the two cannot drift apart.
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from smsrelay.dispatch.campaign_runner import CampaignRunner
 from smsrelay.dispatch.delivery_mapper import DeliveryMapper
+from smsrelay.dispatch.housekeeping import Housekeeper
 from smsrelay.dispatch.transport import Transport
 from smsrelay.dispatch.webhook_sender import WebhookSender, webhook_sender_for
 from smsrelay.dispatch.worker import Dispatcher
@@ -31,6 +32,7 @@ class BackgroundWork:
     delivery_mapper: DeliveryMapper
     webhook_sender: WebhookSender
     campaign_runner: CampaignRunner
+    housekeeper: Housekeeper
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -41,6 +43,7 @@ class BackgroundWork:
             "delivery-mapper": self.delivery_mapper.run,
             "webhook-sender": self.webhook_sender.run,
             "campaign-runner": self.campaign_runner.run,
+            "housekeeper": self.housekeeper.run,
         }
         self.tasks = [
             asyncio.create_task(run(self.stop_event), name=name) for name, run in loops.items()
@@ -75,4 +78,5 @@ def background_work(
         campaign_runner=CampaignRunner(
             database, secret_box, settings, on_queued=on_queued or dispatcher.notify
         ),
+        housekeeper=Housekeeper(database, settings),
     )
