@@ -5,8 +5,9 @@ median and worst of several requests in milliseconds (after one warm-up request)
 `smsrelay serve` in a child process on 127.0.0.1 (no dispatcher, so nothing is sent). The budget is 300 ms.
 
 The database is filled with Core executemany: messages spread over the last 30 days across
-three connectors, four senders and twenty campaigns, with realistic statuses and failure
-reasons, three history events per message, and delivery-report callbacks.
+three connectors, four senders and twenty campaigns (with their campaign rows), with
+realistic statuses and failure reasons, three history events per message, and
+delivery-report callbacks.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from smsrelay.store.delivery_reports import NewCallback, insert_callbacks
 from smsrelay.store.messages import new_message_id
 from smsrelay.store.secret_box import load_secret_box
 from smsrelay.store.senders import create_sender
-from smsrelay.store.tables import message_events, messages, provider_ids
+from smsrelay.store.tables import campaigns, message_events, messages, provider_ids
 from smsrelay.store.users import create_user
 
 BUDGET_MS = 300.0
@@ -159,6 +160,59 @@ def _rows(count: int, connector_ids: list[int], now: datetime) -> tuple[list[Any
     return message_rows, event_rows, id_rows
 
 
+CAMPAIGN_STATUSES = ("completed", "completed", "running", "paused", "canceled")
+
+
+def _campaign_rows(message_rows: list[Any], connector_ids: list[int], now: datetime) -> list[Any]:
+    """One row per campaign the messages name, its counters matching its messages."""
+    per_campaign: dict[str, int] = {}
+    first_seen: dict[str, datetime] = {}
+    for row in message_rows:
+        campaign_id = row["campaign_id"]
+        if campaign_id is not None:
+            per_campaign[campaign_id] = per_campaign.get(campaign_id, 0) + 1
+            first_seen.setdefault(campaign_id, row["created_at"])
+    rows = []
+    for index, (campaign_id, total) in enumerate(sorted(per_campaign.items())):
+        status = CAMPAIGN_STATUSES[index % len(CAMPAIGN_STATUSES)]
+        created = first_seen[campaign_id] - timedelta(minutes=5)
+        rows.append(
+            {
+                "id": campaign_id,
+                "name": f"Campaign {index}",
+                "status": status,
+                "sender_name": "promo" if index % 2 else "news",
+                "connector_id": connector_ids[1],
+                "promotional": True,
+                "body": "Hi {{params.first_name}}, news from {{params.city}}",
+                "params": {"brand": "Acme"},
+                "audience_source": "csv",
+                "audience_columns": ["phone", "first_name", "city"],
+                "phone_column": "phone",
+                "throttle_per_minute": 600,
+                "quiet_hours": {"start": "21:00", "end": "09:00"},
+                "rows_total": total + 12,
+                "rows_read": total + 12,
+                "rows_valid": total + 3,
+                "rows_invalid": 9,
+                "invalid_rows": [{"row": 7 + n, "reason": "not a phone number"} for n in range(9)],
+                "duplicates": 2,
+                "suppressed": 1,
+                "queued": total,
+                "parts_total": 1,
+                "next_part": 1,
+                "expanded": True,
+                "schedule_anchor": created,
+                "last_slot_at": now,
+                "created_at": created,
+                "updated_at": now,
+                "paused_at": now if status == "paused" else None,
+                "finished_at": now if status in ("completed", "canceled") else None,
+            }
+        )
+    return rows
+
+
 async def fill(db: Database, settings: Settings, count: int) -> str:
     """Fill the database; returns a message id to open."""
     box = load_secret_box(settings)
@@ -179,6 +233,9 @@ async def fill(db: Database, settings: Settings, count: int) -> str:
                 await conn.execute(insert(table), rows[start : start + 5000])
         for start in range(0, len(id_rows), 5000):
             await conn.execute(insert(provider_ids), id_rows[start : start + 5000])
+        campaign_rows = _campaign_rows(message_rows, connector_ids, now)
+        if campaign_rows:
+            await conn.execute(insert(campaigns), campaign_rows)
     callbacks = [
         NewCallback(
             connector_id=connector_ids[0],
@@ -266,6 +323,9 @@ async def measure(database_url: str, workdir: Path, message_id: str) -> list[Any
                 "/ui/senders",
                 "/ui/webhooks",
                 "/ui/api-keys",
+                "/ui/campaigns",
+                "/ui/campaigns/campaign-7",
+                "/ui/suppressions",
             ]
             for path in pages:
                 response = await client.get(path)

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smsrelay.dashboard import (
     analytics_routes,
+    campaign_routes,
     connector_routes,
     delivery_routes,
     login_routes,
@@ -26,6 +27,7 @@ from smsrelay.dashboard import (
     overview_routes,
     preset_routes,
     settings_routes,
+    suppression_routes,
 )
 from smsrelay.dashboard.pages import (
     STATIC_VERSION,
@@ -78,8 +80,10 @@ def create_dashboard_app(get_runtime: Callable[[], Runtime]) -> FastAPI:
         connector_routes,
         delivery_routes,
         message_routes,
+        campaign_routes,
         analytics_routes,
         settings_routes,
+        suppression_routes,
     ):
         app.include_router(module.router)
 
