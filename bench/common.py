@@ -340,11 +340,11 @@ def bare_dlr_app() -> Any:
 
 @contextlib.contextmanager
 def running_bare_endpoint(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`bare_dlr_app` under uvicorn in a child process (no access log, as `serve`)."""
+    """`bare_dlr_app` under uvicorn in a child process, run as `serve` runs (uvloop, httptools)."""
     command = [
         *(sys.executable, "-m", "uvicorn", "common:bare_dlr_app", "--factory"),
         *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-        "--no-access-log",
+        *("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
     ]
     server = subprocess.Popen(command, cwd=ROOT / "bench", stdout=subprocess.DEVNULL)
     try:

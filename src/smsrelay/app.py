@@ -20,6 +20,7 @@ from smsrelay.api import senders as senders_api
 from smsrelay.api import stats as stats_api
 from smsrelay.api import suppressions as suppressions_api
 from smsrelay.api import webhooks as webhooks_api
+from smsrelay.api.dlr_intake import DeliveryReportEndpoint, close_delivery_report_intake
 from smsrelay.api.limits import install_inbound_limits
 from smsrelay.api.problems import install_problem_handlers
 from smsrelay.compat import clevertap as clevertap_api
@@ -74,6 +75,8 @@ def create_app(
         try:
             yield
         finally:
+            # Callbacks already taken are committed before the database goes away.
+            await close_delivery_report_intake(runtime)
             if work is not None:
                 await work.stop()
             if sandbox is not None:
@@ -89,6 +92,8 @@ def create_app(
     )
     install_problem_handlers(app)
     install_inbound_limits(app, settings)  # rate limit, body caps, strict JSON
+    # Outermost: DLR callbacks are the busiest path and need none of FastAPI's routing.
+    app.add_middleware(DeliveryReportEndpoint)
     register_platform_formats()  # webhook formats `moengage` and `clevertap`
     # First: callbacks are the busiest path, and routes are matched in order.
     app.include_router(dlr_api.router)

@@ -315,6 +315,10 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",
+        # uvicorn[standard]: the C parser and event loop roughly triple what one core
+        # answers (the pure-Python h11 parser capped DLR intake below 1 000/s).
+        loop="uvloop",
+        http="httptools",
     )
 
 

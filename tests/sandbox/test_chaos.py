@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
 
 from smsrelay.sandbox.testing import RunningSandbox, running_sandbox
 
@@ -119,6 +120,21 @@ async def test_reset_chaos_drops_the_connection_without_an_answer(
     assert (kept.status, kept.http_status) == ("error", None)
     await put_chaos(client, sbx.base_url)
     assert await send(client, sbx.base_url, "+15005550006", receiver.url()) == 200
+
+
+def test_reset_chaos_drops_the_connection_under_uvloop_as_serve_runs() -> None:
+    # `smsrelay serve` runs uvloop and httptools; the reset reaches the transport there too.
+    async def scenario() -> tuple[str, int]:
+        async with running_sandbox(FAST) as sbx, aiohttp.ClientSession() as client:
+            await put_chaos(client, sbx.base_url, reset_rate=1)
+            with pytest.raises((aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)):
+                await send(client, sbx.base_url, "+15005550006", "http://127.0.0.1:9/dlr")
+            (kept,) = sbx.sandbox.messages()
+            await put_chaos(client, sbx.base_url)
+            again = await send(client, sbx.base_url, "+15005550006", "http://127.0.0.1:9/dlr")
+            return kept.status, again
+
+    assert uvloop.run(scenario()) == ("error", 200)
 
 
 async def test_timeout_chaos_outlasts_a_client_timeout(

@@ -1,17 +1,9 @@
 """Delivery reports over HTTP: `/dlr/{token}` intake and the mapping assistant (SPEC §4).
 
-Intake (`router`, no API key; the unguessable token is the credential):
-
-    token -> connector (cached CONNECTOR_CACHE_SECONDS) -> body under the cap (413)
-      -> delivery.verify (401) -> stored durably, group-committed -> 200 {"status": "received"}
-
-Nothing is parsed before answering: providers get their 200 as soon as the raw callback is
-committed, also for reports that will match no message, so they stop retrying. The
-delivery mapper (`dispatch.delivery_mapper`) reads it from there.
-
-The connector found for a token is cached for a few seconds so a burst of callbacks does
-not cost a lookup each: a rotated token keeps working, and a changed `delivery.verify`
-or secret takes effect, at most CONNECTOR_CACHE_SECONDS later (in each serving process).
+Intake (`router`, no API key; the unguessable token is the credential) lives in
+`api.dlr_intake`: the app serves it with `DeliveryReportEndpoint` in front of FastAPI's
+routing; the route here documents it and runs the same `take_callback` when an app is
+built without that endpoint.
 
 The mapping assistant (`mapping_router`, API key required) lists a connector's recent raw
 callbacks with every field they hold, and proposes `delivery` paths from a sample.
@@ -19,30 +11,28 @@ callbacks with every field they hold, and proposes `delivery` paths from a sampl
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import time
-from collections import OrderedDict
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from starlette.requests import ClientDisconnect
 
 from smsrelay.api.auth import get_runtime, require_api_key
 from smsrelay.api.connectors import load_connector
-from smsrelay.api.problems import Problem
-from smsrelay.connectors.callback_verification import verify_callback
-from smsrelay.connectors.definition import (
-    ConnectorDefinition,
-    Delivery,
-    VerifyHeader,
-    VerifyHmac,
+from smsrelay.api.dlr_intake import (
+    CONNECTOR_CACHE_SECONDS,
+    DeliveryReportIntake,
+    delivery_report_intake,
+    read_capped_body,
+    redact_headers,
+    take_callback,
 )
+from smsrelay.api.problems import Problem
+from smsrelay.connectors.definition import Delivery
 from smsrelay.connectors.delivery import (
     decode_callback,
     list_fields,
@@ -51,19 +41,13 @@ from smsrelay.connectors.delivery import (
 )
 from smsrelay.connectors.errors import CallbackError
 from smsrelay.connectors.exchange import InboundCallback
-from smsrelay.connectors.redaction import MASK
 from smsrelay.runtime import Runtime
-from smsrelay.store.connectors import StoredConnector, get_connector_by_dlr_token
 from smsrelay.store.delivery_reports import (
-    CallbackNotStored,
     CallbackState,
-    CallbackWriter,
-    NewCallback,
     StoredCallback,
     get_callback,
     list_callbacks,
 )
-from smsrelay.store.timestamps import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -73,122 +57,6 @@ mapping_router = APIRouter(
     tags=["delivery reports"],
     dependencies=[Depends(require_api_key)],
 )
-
-CONNECTOR_CACHE_SECONDS = 5.0
-_CACHE_SIZE = 4096
-RECEIVED = {"status": "received"}
-
-# Header values never stored: credentials, and anything named like a signature or token.
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "apikey"}
-)
-_SECRET_HEADER_WORDS = ("signature", "token", "secret", "password")
-
-
-# ---------------------------------------------------------------- intake
-
-
-class DeliveryReportIntake:
-    """The live parts of DLR intake in one process: the group-commit writer, the token cache."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.writer = CallbackWriter(runtime.database, on_stored=self._stored)
-        self._connectors: OrderedDict[str, tuple[float, StoredConnector | None]] = OrderedDict()
-        self._lookups: dict[str, asyncio.Future[StoredConnector | None]] = {}
-
-    def _stored(self) -> None:
-        mapper = self.runtime.extras.get("delivery_mapper")
-        if mapper is not None:
-            mapper.notify()
-
-    async def connector_for(self, token: str) -> StoredConnector | None:
-        """The connector owning this DLR token (None if none), cached briefly.
-
-        Concurrent requests for a token not in the cache share one lookup: a burst of
-        callbacks must not take a database connection each.
-        """
-        cached = self._connectors.get(token)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        lookup = self._lookups.get(token)
-        if lookup is None:
-            lookup = asyncio.ensure_future(self._look_up(token))
-            self._lookups[token] = lookup
-            lookup.add_done_callback(lambda _: self._lookups.pop(token, None))
-        # Shielded: one caller going away must not cancel the lookup the others wait for.
-        return await asyncio.shield(lookup)
-
-    async def _look_up(self, token: str) -> StoredConnector | None:
-        connector = await get_connector_by_dlr_token(
-            self.runtime.database, self.runtime.secret_box, token
-        )
-        # Unknown tokens are cached too: a scanner's guesses do not each cost a query.
-        self._connectors[token] = (time.monotonic() + CONNECTOR_CACHE_SECONDS, connector)
-        self._connectors.move_to_end(token)
-        while len(self._connectors) > _CACHE_SIZE:
-            self._connectors.popitem(last=False)
-        return connector
-
-
-def delivery_report_intake(runtime: Runtime) -> DeliveryReportIntake:
-    """This process's DLR intake, made on first use."""
-    intake = runtime.extras.get("delivery_report_intake")
-    if intake is None:
-        intake = DeliveryReportIntake(runtime)
-        runtime.extras["delivery_report_intake"] = intake
-    assert isinstance(intake, DeliveryReportIntake)
-    return intake
-
-
-async def read_capped_body(request: Request, limit: int) -> bytes:
-    """The request body, or a 413 problem as soon as it is known to exceed `limit` bytes."""
-    too_large = Problem(
-        413, f"the delivery report is larger than {limit} bytes (SMSRELAY_DLR_MAX_BYTES)"
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-    except ClientDisconnect:
-        # The provider gave up before sending it all; it will send it again.
-        raise Problem(400, "the client disconnected before the body was complete") from None
-    return b"".join(chunks)
-
-
-def _header_names_to_hide(definition: ConnectorDefinition) -> set[str]:
-    names = set(_SECRET_HEADERS)
-    verify = definition.delivery.verify if definition.delivery is not None else None
-    if isinstance(verify, VerifyHeader):
-        names.add(verify.name.lower())
-    elif isinstance(verify, VerifyHmac):
-        names.add(verify.header.lower())
-    return names
-
-
-def redact_headers(headers: dict[str, str], definition: ConnectorDefinition) -> dict[str, str]:
-    """Headers as stored: credentials, signatures and the verify header's value masked."""
-    hidden = _header_names_to_hide(definition)
-    return {
-        name: MASK
-        if name.lower() in hidden or any(word in name.lower() for word in _SECRET_HEADER_WORDS)
-        else value
-        for name, value in headers.items()
-    }
-
-
-def _request_headers(request: Request) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return headers
 
 
 @router.api_route(
@@ -200,6 +68,7 @@ def _request_headers(request: Request) -> dict[str, str]:
         401: {"description": "The callback failed the connector's delivery.verify check"},
         404: {"description": "No connector has this token"},
         413: {"description": "The body is over the size cap"},
+        503: {"description": "Not stored (the database failed); send it again"},
     },
 )
 async def receive_delivery_report(token: str, request: Request) -> JSONResponse:
@@ -207,51 +76,8 @@ async def receive_delivery_report(token: str, request: Request) -> JSONResponse:
 
     The token is the connector's unguessable `callback_url` token; no API key is needed.
     """
-    runtime = get_runtime(request)
-    intake = delivery_report_intake(runtime)
-    connector = await intake.connector_for(token)
-    if connector is None:
-        raise Problem(404, "no connector has this delivery-report URL")
-    body = await read_capped_body(request, runtime.settings.dlr_max_bytes)
-    query = request.url.query
-    # The URL the provider was given, not the one a proxy forwarded: URL-signing providers
-    # (Twilio) sign exactly that.
-    url = runtime.callback_url(token) + (f"?{query}" if query else "")
-    headers = _request_headers(request)
-    content_type = request.headers.get("content-type")
-    definition = connector.definition
-    if definition.delivery is not None:
-        callback = InboundCallback(
-            method=request.method,
-            url=url,
-            query=tuple(request.query_params.multi_items()),
-            headers=headers,
-            body=body,
-            content_type=content_type,
-        )
-        verdict = verify_callback(definition.delivery.verify, callback, definition.secrets)
-        if not verdict.ok:
-            raise Problem(401, f"the delivery report failed verification: {verdict.reason}")
-    try:
-        await intake.writer.store(
-            NewCallback(
-                connector_id=connector.id,
-                received_at=utc_now(),
-                method=request.method,
-                url=url,
-                headers=redact_headers(headers, definition),
-                body=body,
-                content_type=content_type,
-            )
-        )
-    except CallbackNotStored as exc:
-        # Not stored, so not accepted: the provider's retry will bring it again.
-        raise Problem(
-            503,
-            f"the delivery report could not be stored ({exc}); send it again",
-            headers={"Retry-After": "1"},
-        ) from exc
-    return JSONResponse(RECEIVED)
+    await take_callback(get_runtime(request), token, request.scope, request.receive)
+    return JSONResponse({"status": "received"})
 
 
 # ---------------------------------------------------------------- mapping assistant

@@ -21,19 +21,25 @@ messages and moves statuses in one transaction per batch, obeying the lifecycle:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import functools
 import logging
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsrelay.connectors.exchange import DeliveryOutcome, DeliveryReport, InboundCallback
+from smsrelay.store.bulk_sql import Codec, DriverStatement
 from smsrelay.store.database import AnyRow, Database
 from smsrelay.store.lifecycle import FINAL, MessageStatus, status_after_report
 from smsrelay.store.tables import UNMAPPED, delivery_reports, message_events, messages, provider_ids
@@ -71,18 +77,60 @@ class NewCallback:
     content_type: str | None = None
 
 
-def _new_row(callback: NewCallback) -> dict[str, Any]:
+_CALLBACK_COLUMNS = (
+    "connector_id",
+    "received_at",
+    "method",
+    "url",
+    "content_type",
+    "headers",
+    "body",
+    "state",
+    "report_count",
+    "next_check_at",
+)
+# A group commit is one statement with no per-row binding by SQLAlchemy: on SQLite a
+# multi-row INSERT of plain values (in `_INSERT_CALLBACK`'s bind order, store.bulk_sql)
+# run straight on the driver; on PostgreSQL an INSERT from arrays.
+_INSERT_CALLBACK = DriverStatement(
+    lambda _d: insert(delivery_reports), _CALLBACK_COLUMNS, many=True
+)
+_SQLITE_INSERT_CALLBACK = str(
+    insert(delivery_reports).compile(
+        dialect=sqlite_dialect(paramstyle="qmark"), column_keys=list(_CALLBACK_COLUMNS)
+    )
+)
+# Rows per SQLite statement, 10 parameters each: under SQLite's limit of 32 766 bound
+# parameters (999 before SQLite 3.32).
+_SQLITE_ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 99
+_RECEIVED = CallbackState.RECEIVED.value
+# PostgreSQL binds each of these columns as one array ($1 to $7, in this order).
+_UNNESTED_COLUMNS = _CALLBACK_COLUMNS[:7]
+_POSTGRESQL_INSERT_CALLBACKS = (
+    "INSERT INTO delivery_reports (connector_id, received_at, method, url, content_type, "
+    "headers, body, state, report_count, next_check_at) "
+    "SELECT connector_id, received_at, method, url, content_type, headers::json, body, "
+    f"'{_RECEIVED}', 0, received_at "
+    "FROM unnest($1::integer[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::bytea[]) "
+    "AS t(connector_id, received_at, method, url, content_type, headers, body)"
+)
+
+
+def _driver_row(callback: NewCallback, codec: Codec) -> dict[str, Any]:
+    received_at = codec.timestamp(callback.received_at)
+    content_type = callback.content_type
     return {
         "connector_id": callback.connector_id,
-        "received_at": callback.received_at,
+        "received_at": received_at,
         "method": callback.method[:8],
         "url": callback.url,
-        "content_type": (callback.content_type or None) and callback.content_type[:255],
-        "headers": dict(callback.headers),
+        "content_type": content_type[:255] if content_type else None,
+        "headers": codec.json(dict(callback.headers)),
         "body": callback.body,
-        "state": CallbackState.RECEIVED.value,
+        "state": _RECEIVED,
         "report_count": 0,
-        "next_check_at": callback.received_at,
+        "next_check_at": received_at,
     }
 
 
@@ -90,10 +138,56 @@ async def insert_callbacks(db: Database, callbacks: Sequence[NewCallback]) -> No
     """Store callbacks as `received`, due for mapping at once, in one transaction."""
     if not callbacks:
         return
-    rows = [_new_row(callback) for callback in callbacks]
-    async with db.transaction() as conn:
-        for start in range(0, len(rows), _CHUNK):
-            await conn.execute(insert(delivery_reports), rows[start : start + _CHUNK])
+    codec = Codec(db)
+    rows = [_driver_row(callback, codec) for callback in callbacks]
+    if db.is_sqlite:
+        await _insert_on_sqlite(db, _INSERT_CALLBACK.tuples(db, rows))
+        return
+    # PostgreSQL: one statement per group, each column bound as one array, instead of an
+    # executemany (one execution per row on the server). A single statement is atomic on
+    # its own: run in autocommit, it is committed when it returns, with no BEGIN and
+    # COMMIT round trips.
+    arrays = tuple([row[name] for row in rows] for name in _UNNESTED_COLUMNS)
+    async with db.engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.exec_driver_sql(_POSTGRESQL_INSERT_CALLBACKS, arrays)
+
+
+async def _insert_on_sqlite(db: Database, params: list[tuple[Any, ...]]) -> None:
+    """The group as one multi-row INSERT, in one call to the driver's thread.
+
+    Through SQLAlchemy each statement costs three hand-offs to aiosqlite's thread (cursor,
+    execute, close), and BEGIN and COMMIT are statements too; under load every hand-off
+    waits for that thread to be scheduled. One statement is atomic on its own (the
+    connection is in autocommit mode), so the group commits as this call returns.
+    """
+    chunks = [
+        params[start : start + _SQLITE_ROWS_PER_INSERT]
+        for start in range(0, len(params), _SQLITE_ROWS_PER_INSERT)
+    ]
+    async with db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection  # aiosqlite.Connection, autocommit mode
+        if len(chunks) == 1:
+            await driver.execute(_sqlite_insert_rows(len(params)), list(chain(*params)))
+            return
+        # More rows than one statement takes: one explicit transaction around them all.
+        await driver.execute("BEGIN IMMEDIATE")
+        try:
+            for chunk in chunks:
+                await driver.execute(_sqlite_insert_rows(len(chunk)), list(chain(*chunk)))
+            await driver.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await driver.rollback()
+            raise
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert_rows(count: int) -> str:
+    """INSERT of `count` rows: the single-row statement with `count` VALUES groups."""
+    head, values = _SQLITE_INSERT_CALLBACK.split(" VALUES ")
+    return f"{head} VALUES {', '.join([values] * count)}"
 
 
 class CallbackNotStored(Exception):
