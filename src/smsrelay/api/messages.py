@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from smsrelay.api.auth import get_runtime, require_api_key
 from smsrelay.api.problems import Problem, not_found
 from smsrelay.api.schemas import MessageBatchIn, MessageIn
 from smsrelay.connectors.errors import FieldError
-from smsrelay.dispatch.intake import IntakeRefused, MessageIntake, MessageRequest, prepare_all
+from smsrelay.dispatch.intake import AskedMessage, IntakeRefused, MessageIntake, prepare_all
 from smsrelay.runtime import Runtime
 from smsrelay.store.api_keys import ApiKey
 from smsrelay.store.errors import IdempotencyConflict
@@ -34,22 +34,7 @@ from smsrelay.store.messages import (
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 _message_adapter = TypeAdapter(MessageIn)
-
-
-def _request_of(message: MessageIn) -> MessageRequest:
-    return MessageRequest(
-        to=message.to,
-        body=message.body,
-        template_id=message.template_id,
-        template_variables=tuple(message.template_variables),
-        sender=message.sender,
-        type=message.type,
-        params=message.params,
-        campaign_id=message.campaign_id,
-        entity_id=message.entity_id,
-        send_at=message.send_at,
-        webhook_id=message.webhook_id,
-    )
+_messages_adapter = TypeAdapter(list[MessageIn])
 
 
 def _accepted_view(message: NewMessage, connector: str) -> dict[str, Any]:
@@ -63,6 +48,39 @@ def _accepted_view(message: NewMessage, connector: str) -> dict[str, Any]:
         "encoding": message.encoding,
         "send_at": message.send_at.isoformat() if message.send_at else None,
     }
+
+
+def _validate_items(
+    items: list[dict[str, object]],
+) -> tuple[Sequence[int], list[AskedMessage], list[dict[str, Any]]]:
+    """Each item as a MessageIn (by its index in the batch), and the rejections of the rest.
+
+    A whole valid list is validated in one call; only a list with a bad item is gone
+    through item by item, to reject each alone with its own errors.
+    """
+    try:
+        return range(len(items)), list(_messages_adapter.validate_python(items)), []
+    except ValidationError:
+        pass
+    positions: list[int] = []
+    requests: list[AskedMessage] = []
+    rejected: list[dict[str, Any]] = []
+    for index, raw in enumerate(items):
+        try:
+            parsed = _message_adapter.validate_python(raw)
+        except ValidationError as exc:
+            problems = [
+                {
+                    "path": ".".join(str(p) for p in err["loc"]) or "",
+                    "message": err["msg"].removeprefix("Value error, "),
+                }
+                for err in exc.errors()
+            ]
+            rejected.append({"index": index, "errors": problems})
+            continue
+        positions.append(index)
+        requests.append(parsed)
+    return positions, requests, rejected
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -163,7 +181,7 @@ async def send_message(
         runtime.database, runtime.secret_box, default_region=runtime.settings.default_region
     )
     try:
-        prepared = await intake.prepare(_request_of(message))
+        prepared = await intake.prepare(message)
     except IntakeRefused as exc:
         raise Problem(422, "the message was not accepted; see errors", errors=exc.errors) from exc
     answer = _accepted_view(prepared, await intake.connector_name(prepared.connector_id))
@@ -180,37 +198,22 @@ async def send_batch(
     runtime: Runtime = Depends(get_runtime),
 ) -> JSONResponse:
     """Queue up to 10 000 messages; the answer lists accepted ids and per-index rejections."""
-    requests: list[tuple[int, MessageRequest]] = []
-    rejected: list[dict[str, Any]] = []
-    for index, raw in enumerate(batch.messages):
-        try:
-            parsed = _message_adapter.validate_python(raw)
-        except ValidationError as exc:
-            problems = [
-                {
-                    "path": ".".join(str(p) for p in err["loc"]) or "",
-                    "message": err["msg"].removeprefix("Value error, "),
-                }
-                for err in exc.errors()
-            ]
-            rejected.append({"index": index, "errors": problems})
-            continue
-        requests.append((index, _request_of(parsed)))
+    positions, requests, rejected = _validate_items(batch.messages)
     intake = MessageIntake(
         runtime.database, runtime.secret_box, default_region=runtime.settings.default_region
     )
-    accepted, refused = await prepare_all(intake, [r for _, r in requests])
+    accepted, refused = await prepare_all(intake, requests)
     for position, errors in refused:
         rejected.append(
             {
-                "index": requests[position][0],
+                "index": positions[position],
                 "errors": [{"path": e.path, "message": e.message} for e in errors],
             }
         )
     rejected.sort(key=lambda r: int(r["index"]))
     answer = {
         "accepted": [
-            {"index": requests[position][0], "id": m.id, "segments": m.segments}
+            {"index": positions[position], "id": m.id, "segments": m.segments}
             for position, m in accepted
         ],
         "rejected": rejected,

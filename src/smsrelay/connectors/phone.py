@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -91,34 +92,64 @@ _CANONICAL_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _Desc = tuple[re.Pattern[str], frozenset[int]]
 
 
+@dataclass(frozen=True, slots=True)
+class _CountryRule:
+    """What the fast path needs of a country code with one region: patterns and sizes."""
+
+    code_size: int
+    general: re.Pattern[str]
+    general_lengths: frozenset[int]
+    mobile: re.Pattern[str]
+    mobile_lengths: frozenset[int]
+    national_prefix: re.Pattern[str] | None
+
+
+# By the first three digits after `+`, which always hold the whole country code (codes
+# are prefix-free and at most three digits): None when the fast path does not apply.
+_RULES: dict[str, _CountryRule | None] = {}
+
+
 def _valid_canonical_e164(text: str) -> str | None:
     """`text` if it is canonical E.164 and a valid mobile number; None: decide the long way."""
     if not _CANONICAL_E164.fullmatch(text):
         return None
-    digits = text[1:]
-    for size in (1, 2, 3):
-        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(digits[:size]))
-        if regions:
-            break
-    else:
+    lead = text[1:4]
+    try:
+        rule = _RULES[lead]
+    except KeyError:
+        rule = _RULES[lead] = _country_rule(lead)
+    if rule is None:
         return None
-    national = digits[size:]
-    if len(regions) != 1 or national.startswith("0"):
+    national = text[1 + rule.code_size :]
+    if national.startswith("0"):
         return None
-    patterns = _region_patterns(regions[0])
-    if patterns is None:
-        return None
-    general, mobile, national_prefix = patterns
-    if national_prefix is not None and national_prefix.match(national):
+    if rule.national_prefix is not None and rule.national_prefix.match(national):
         return None  # parse might strip it as a national prefix
-    if _matches(national, general) and _matches(national, mobile):
+    size = len(national)
+    if (
+        (not rule.general_lengths or size in rule.general_lengths)
+        and (not rule.mobile_lengths or size in rule.mobile_lengths)
+        and rule.general.fullmatch(national) is not None
+        and rule.mobile.fullmatch(national) is not None
+    ):
         return text
     return None
 
 
-def _matches(national: str, desc: _Desc) -> bool:
-    pattern, lengths = desc
-    return (not lengths or len(national) in lengths) and pattern.fullmatch(national) is not None
+def _country_rule(lead: str) -> _CountryRule | None:
+    for size in (1, 2, 3):
+        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(lead[:size]))
+        if regions:
+            break
+    else:
+        return None
+    if len(regions) != 1:
+        return None
+    patterns = _region_patterns(regions[0])
+    if patterns is None:
+        return None
+    (general, general_lengths), (mobile, mobile_lengths), national_prefix = patterns
+    return _CountryRule(size, general, general_lengths, mobile, mobile_lengths, national_prefix)
 
 
 @lru_cache(maxsize=512)

@@ -6,19 +6,25 @@ names are re-exported here so callers can import every message operation from on
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from itertools import chain
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from smsrelay.store.bulk_sql import Codec, DriverStatement
+from smsrelay.store.bulk_sql import Codec
 from smsrelay.store.database import AnyRow, Database
 from smsrelay.store.errors import StoreError
 from smsrelay.store.idempotency import (
@@ -67,6 +73,7 @@ __all__ = [
     "insert_messages",
     "list_messages",
     "new_message_id",
+    "new_message_ids",
     "record_attempts",
     "release_lease",
 ]
@@ -112,9 +119,49 @@ def new_message_id() -> str:
             # A batch's ids differ in the last pair of digits but once per 1024.
             text = previous_text[:-2] + _DIGIT_PAIRS[randomness & 1023]
         else:
-            text = "".join([_DIGIT_PAIRS[(randomness >> s) & 1023] for s in _PAIR_SHIFTS])
+            text = _encode_random(randomness)
         _last_random_text = (randomness, text)
     return prefix + text
+
+
+def new_message_ids(count: int) -> list[str]:
+    """`count` new message ids in increasing order, as `new_message_id` would make them.
+
+    One lock and one clock reading for the lot: a batch of 10 000 takes its ids at once.
+    """
+    global _last_id, _time_prefix, _last_random_text
+    if count <= 0:
+        return []
+    with _id_lock:
+        millis = time.time_ns() // 1_000_000
+        last_millis, last_random = _last_id
+        if millis <= last_millis:
+            millis, first = last_millis, last_random + 1
+        else:
+            first = int.from_bytes(os.urandom(10), "big")
+        while (first + count - 1) >> 80:
+            # The random part would overflow: go on in the next millisecond, as one id does.
+            millis, first = millis + 1, int.from_bytes(os.urandom(10), "big")
+        if _time_prefix[0] != millis:
+            _time_prefix = (millis, _encode_time(millis))
+        prefix = _time_prefix[1]
+        ids: list[str] = []
+        randomness, end = first, first + count
+        while randomness < end:
+            # The ids of one run of 1024 share all but their last pair of digits.
+            low = randomness & 1023
+            run = min(end - randomness, 1024 - low)
+            head = prefix + _encode_random(randomness)[:-2]
+            ids += [head + pair for pair in _DIGIT_PAIRS[low : low + run]]
+            randomness += run
+        last = end - 1
+        _last_id = (millis, last)
+        _last_random_text = (last, ids[-1][10:])
+    return ids
+
+
+def _encode_random(randomness: int) -> str:
+    return "".join([_DIGIT_PAIRS[(randomness >> s) & 1023] for s in _PAIR_SHIFTS])
 
 
 def _encode_time(millis: int) -> str:
@@ -127,10 +174,15 @@ def _encode_time(millis: int) -> str:
 
 # ---------------------------------------------------------------- intake
 
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    """One message to queue; the caller generates `id` (new_message_id) to answer at once."""
+
+class NewMessage(NamedTuple):
+    """One message to queue; the caller generates `id` (new_message_id) to answer at once.
+
+    A named tuple rather than a frozen dataclass: batches build them by the ten thousand,
+    and a tuple is built in a third of the time.
+    """
 
     id: str
     connector_id: int
@@ -143,7 +195,7 @@ class NewMessage:
     template_variables: tuple[str, ...] = ()
     entity_id: str | None = None
     campaign_id: str | None = None
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = _NO_PARAMS
     webhook_id: str | None = None
     send_at: datetime | None = None
     segments: int = 1
@@ -175,66 +227,213 @@ def message_row(message: NewMessage) -> dict[str, Any]:
     }
 
 
-_QUEUED = MessageStatus.QUEUED.value
-# `message_row` as the driver takes it, compiled once per dialect and run with plain
-# tuples (store.bulk_sql): a batch of 10 000 is one executemany with no per-row binding.
-_INSERT_MESSAGE = DriverStatement(
-    lambda _d: insert(messages),
-    [
-        "id",
-        "connector_id",
-        "sender_name",
-        "sender_id",
-        "to",
-        "body",
-        "template_id",
-        "template_variables",
-        "entity_id",
-        "campaign_id",
-        "params",
-        "webhook_id",
-        "status",
-        "send_at",
-        "next_attempt_at",
-        "attempts",
-        "segments",
-        "encoding",
-        "created_at",
-        "updated_at",
-    ],
-    many=True,
+# What `message_row` writes, as driver values in these column orders. A message with none
+# of the optional fields (the usual API message) takes the short list: SQLite binds and
+# PostgreSQL ships fewer values, and the missing columns are NULL either way.
+_PLAIN_COLUMNS = (
+    "id",
+    "connector_id",
+    "sender_name",
+    "sender_id",
+    "to",
+    "body",
+    "next_attempt_at",
+    "segments",
+    "encoding",
+    "created_at",
+    "updated_at",
 )
+_FULL_COLUMNS = (
+    *_PLAIN_COLUMNS[:6],
+    "template_id",
+    "template_variables",
+    "entity_id",
+    "campaign_id",
+    "params",
+    "webhook_id",
+    "send_at",
+    *_PLAIN_COLUMNS[6:],
+)
+# The same for every new message: written as SQL literals, not bound once per row.
+_CONSTANT_COLUMNS = (("status", f"'{MessageStatus.QUEUED.value}'"), ("attempts", "0"))
+# SQLite runs one INSERT with many VALUES rows far faster than one execution per row
+# (measured: 6-10 µs a row against 15-17 µs with executemany). A batch is cut into
+# statements of this many rows, the rest into powers of two, so a connection's statement
+# cache holds a handful of texts whatever the batch sizes.
+_SQLITE_ROWS_PER_STATEMENT = 256
 
 
-def _driver_row(message: NewMessage, codec: Codec) -> dict[str, Any]:
-    created = codec.timestamp(message.created_at)
-    send_at = codec.timestamp(message.send_at)
-    return {
-        "id": message.id,
-        "connector_id": message.connector_id,
-        "sender_name": message.sender_name,
-        "sender_id": message.sender_id,
-        "to": message.to,
-        "body": message.body,
-        "template_id": message.template_id,
-        "template_variables": codec.json(list(message.template_variables) or None),
-        "entity_id": message.entity_id,
-        "campaign_id": message.campaign_id,
-        "params": codec.json(dict(message.params) or None),
-        "webhook_id": message.webhook_id,
-        "status": _QUEUED,
-        "send_at": send_at,
-        "next_attempt_at": send_at or created,
-        "attempts": 0,
-        "segments": message.segments,
-        "encoding": message.encoding,
-        "created_at": created,
-        "updated_at": created,
-    }
+def _is_plain(message: NewMessage) -> bool:
+    return (
+        message.send_at is None
+        and message.template_id is None
+        and not message.template_variables
+        and message.entity_id is None
+        and message.campaign_id is None
+        and not message.params
+        and message.webhook_id is None
+    )
+
+
+Stamp = Callable[[datetime | None], Any]
+
+
+def _plain_values(messages_: Sequence[NewMessage], stamp: Stamp) -> list[tuple[Any, ...]]:
+    rows = []
+    created_at, created = None, None
+    for m in messages_:
+        if m.created_at is not created_at:  # a batch shares one: convert it once
+            created_at, created = m.created_at, stamp(m.created_at)
+        rows.append(
+            (
+                m.id,
+                m.connector_id,
+                m.sender_name,
+                m.sender_id,
+                m.to,
+                m.body,
+                created,
+                m.segments,
+                m.encoding,
+                created,
+                created,
+            )
+        )
+    return rows
+
+
+def _full_values(messages_: Sequence[NewMessage], stamp: Stamp) -> list[tuple[Any, ...]]:
+    rows = []
+    for m in messages_:
+        created = stamp(m.created_at)
+        send_at = stamp(m.send_at)
+        rows.append(
+            (
+                m.id,
+                m.connector_id,
+                m.sender_name,
+                m.sender_id,
+                m.to,
+                m.body,
+                m.template_id,
+                Codec.json(list(m.template_variables) or None),
+                m.entity_id,
+                m.campaign_id,
+                Codec.json(dict(m.params) or None),
+                m.webhook_id,
+                send_at,
+                send_at or created,
+                m.segments,
+                m.encoding,
+                created,
+                created,
+            )
+        )
+    return rows
+
+
+def _iso_timestamp(value: datetime | None) -> str | None:
+    """A timezone-aware datetime as ISO 8601 text, which PostgreSQL reads as `timestamptz`."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"expected a timezone-aware datetime, got {value!r}")
+    return value.isoformat()
+
+
+class _MessageInsert:
+    """INSERT statements for new messages, written once per database kind, row count and
+    column list from the table's own metadata (names quoted and typed by SQLAlchemy's
+    dialect), run through the driver with plain values.
+
+    SQLite gets multi-row VALUES statements; PostgreSQL one `INSERT ... SELECT` from a
+    jsonb array of the rows per chunk, where an executemany would run one statement per row.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[tuple[str, tuple[str, ...], int], str] = {}
+
+    def _columns(self, db: Database, columns: tuple[str, ...]) -> str:
+        quote = db.engine.dialect.identifier_preparer.format_column
+        names = [*columns, *(name for name, _ in _CONSTANT_COLUMNS)]
+        return ", ".join(quote(messages.c[name]) for name in names)
+
+    def _sqlite(self, db: Database, columns: tuple[str, ...], rows: int) -> str:
+        key = ("sqlite", columns, rows)
+        found = self._texts.get(key)
+        if found is None:
+            group = "(" + ", ".join(["?"] * len(columns) + [v for _, v in _CONSTANT_COLUMNS]) + ")"
+            found = self._texts[key] = (
+                f"INSERT INTO messages ({self._columns(db, columns)}) VALUES "
+                + ", ".join([group] * rows)
+            )
+        return found
+
+    def _postgresql(self, db: Database, columns: tuple[str, ...]) -> str:
+        key = ("postgresql", columns, 0)
+        found = self._texts.get(key)
+        if found is None:
+            dialect = db.engine.dialect
+            values = ", ".join(
+                f"(r->>{n})::{messages.c[name].type.compile(dialect=dialect)}"
+                for n, name in enumerate(columns)
+            )
+            constants = ", ".join(v for _, v in _CONSTANT_COLUMNS)
+            found = self._texts[key] = (
+                f"INSERT INTO messages ({self._columns(db, columns)}) "
+                f"SELECT {values}, {constants} FROM jsonb_array_elements($1::jsonb) AS r"
+            )
+        return found
+
+    async def run(self, conn: AsyncConnection, db: Database, batch: Sequence[NewMessage]) -> None:
+        """Insert `batch` (at most INSERT_CHUNK messages) as queued messages."""
+        stamp: Stamp = Codec(db).timestamp if db.is_sqlite else _iso_timestamp
+        columns: tuple[str, ...]
+        if all(_is_plain(m) for m in batch):
+            columns, values = _PLAIN_COLUMNS, _plain_values(batch, stamp)
+        else:
+            columns, values = _FULL_COLUMNS, _full_values(batch, stamp)
+        if not db.is_sqlite:
+            # One JSON text of all rows: asyncpg would check every element of an array
+            # parameter for being a nested array (two ABC isinstance calls per value).
+            await conn.exec_driver_sql(self._postgresql(db, columns), (json.dumps(values),))
+            return
+        start = 0
+        while start < len(values):
+            left = len(values) - start
+            rows = (
+                _SQLITE_ROWS_PER_STATEMENT
+                if left >= _SQLITE_ROWS_PER_STATEMENT
+                else 1 << (left.bit_length() - 1)
+            )
+            flat = tuple(chain.from_iterable(values[start : start + rows]))
+            await conn.exec_driver_sql(self._sqlite(db, columns, rows), flat)
+            start += rows
+
+
+_INSERT_MESSAGES = _MessageInsert()
 
 
 class _KeyTaken(Exception):
     pass
+
+
+# SQLite has one writer at a time. Intake requests of one process queue for it here, so
+# the next starts the moment the last commits, instead of in SQLite's busy handler, which
+# sleeps up to 100 ms between tries (two batches in flight were slower than one).
+_sqlite_writers: weakref.WeakKeyDictionary[
+    Database, tuple[asyncio.AbstractEventLoop, asyncio.Lock]
+] = weakref.WeakKeyDictionary()
+
+
+def _writer_turn(db: Database) -> asyncio.Lock | contextlib.nullcontext[None]:
+    if not db.is_sqlite:
+        return contextlib.nullcontext()
+    loop = asyncio.get_running_loop()
+    found = _sqlite_writers.get(db)
+    if found is None or found[0] is not loop:
+        found = _sqlite_writers[db] = (loop, asyncio.Lock())
+    return found[1]
 
 
 async def insert_messages(
@@ -249,19 +448,18 @@ async def insert_messages(
     key was used before for the same request (nothing is queued then). Raises
     `IdempotencyConflict` when the key was used for a different request.
     """
-    codec = Codec(db)
-    rows = [_driver_row(message, codec) for message in new_messages]
     # A key can vanish between our failed claim and the lookup (pruned): claim again.
     for _ in range(3):
         try:
-            async with db.transaction() as conn:
+            async with _writer_turn(db), db.transaction() as conn:
                 if idempotency is not None and not await claim_idempotency_key(
                     db, conn, idempotency
                 ):
                     raise _KeyTaken
-                for start in range(0, len(rows), INSERT_CHUNK):
-                    await _INSERT_MESSAGE.execute_many(conn, db, rows[start : start + INSERT_CHUNK])
-                if rows:
+                for start in range(0, len(new_messages), INSERT_CHUNK):
+                    chunk = new_messages[start : start + INSERT_CHUNK]
+                    await _INSERT_MESSAGES.run(conn, db, chunk)
+                if new_messages:
                     # Workers in other processes LISTEN for this (delivered at commit).
                     await notify_outbox(conn, db, {m.connector_id for m in new_messages})
             return None
@@ -385,26 +583,39 @@ async def get_message(db: Database, message_id: str) -> MessageRecord | None:
         if row is None:
             return None
         event_rows = await conn.execute(
-            select(message_events, send_exchanges.c.detail.label("shared_detail"))
+            select(
+                message_events,
+                send_exchanges.c.detail.label("shared_detail"),
+                send_exchanges.c.attempts.label("shared_attempts"),
+            )
             .outerjoin(send_exchanges, send_exchanges.c.id == message_events.c.exchange_id)
             .where(message_events.c.message_id == message_id)
             .order_by(message_events.c.id)
         )
-        events = [
-            MessageEvent(id=e.id, at=e.at, kind=e.kind, status=e.status, detail=_event_detail(e))
-            for e in event_rows
-        ]
+        events = [event for e in event_rows for event in _history_entries(e, message_id)]
         ids = (await _provider_ids_of(conn, [message_id])).get(message_id, [])
     return _record(row, ids, events)
 
 
-def _event_detail(row: AnyRow) -> Mapping[str, Any] | None:
-    # A batch's attempts keep the request/response trace they share in `send_exchanges`:
-    # it completes each one's own part, as if it had been stored with it.
-    if row.shared_detail is None:
-        detail: Mapping[str, Any] | None = row.detail
-        return detail
-    return {**(row.detail or {}), **row.shared_detail}
+def _history_entries(row: AnyRow, message_id: str) -> list[MessageEvent]:
+    """The history entries one event row stands for (two for a folded batch attempt).
+
+    A batch's attempts keep the request/response trace they share in `send_exchanges`: it
+    completes each one's own part, as if it had been stored with it. A status event that
+    points to an exchange holding this message's attempt part (0008) stands for that
+    attempt too, which came just before it at the same instant.
+    """
+    detail: Mapping[str, Any] | None = row.detail
+    if row.shared_detail is not None and row.kind != "status":
+        detail = {**(detail or {}), **row.shared_detail}
+    entry = MessageEvent(id=row.id, at=row.at, kind=row.kind, status=row.status, detail=detail)
+    own = (row.shared_attempts or {}).get(message_id) if row.kind == "status" else None
+    if own is None:
+        return [entry]
+    attempt = MessageEvent(
+        id=row.id, at=row.at, kind="attempt", status=row.status, detail={**own, **row.shared_detail}
+    )
+    return [attempt, entry]
 
 
 async def list_messages(
