@@ -10,7 +10,8 @@ For each database it queues N messages for one JSON connector (concurrency C) po
   group-committing all N until every message is `sent` in the database.
 
 The bare client runs before and after the dispatcher; the ratio is taken against the faster
-of the two. Target: dispatcher >= 0.7 x bare client.
+of the two. Target: dispatcher >= 0.7 x bare client. Process CPU per message is printed for
+both (the bare client's lower run): on a shared machine it is steadier than the rates.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def sample_body(n: int) -> bytes:
     ).encode()
 
 
-async def bare_client(url: str, count: int, concurrency: int) -> float:
-    """Seconds for C coroutines to POST `count` requests and read every answer."""
+async def bare_client(url: str, count: int, concurrency: int) -> tuple[float, float]:
+    """(wall, process CPU) seconds for C coroutines to POST `count` requests and read every
+    answer."""
     headers = {"Authorization": "Bearer bench-secret-key", "Content-Type": "application/json"}
     bodies = [sample_body(n) for n in range(count)]
     next_index = iter(range(count))
@@ -69,13 +71,16 @@ async def bare_client(url: str, count: int, concurrency: int) -> float:
                     if answer.status != 200:
                         raise SystemExit(f"the provider answered {answer.status}")
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(sender() for _ in range(concurrency)))
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
-async def dispatcher_run(url: str, provider_url: str, count: int, concurrency: int) -> float:
-    """Seconds for the dispatcher to take `count` queued messages to `sent`."""
+async def dispatcher_run(
+    url: str, provider_url: str, count: int, concurrency: int
+) -> tuple[float, float]:
+    """(wall, process CPU) seconds for the dispatcher to take `count` queued messages to
+    `sent` (the CPU of the database driver's threads included)."""
     db = await migrated(url)
     box, _ = new_secret_box()
     try:
@@ -87,15 +92,15 @@ async def dispatcher_run(url: str, provider_url: str, count: int, concurrency: i
         transport = AiohttpTransport(allow_hosts=settings.allow_hosts)
         dispatcher = Dispatcher(db, box, transport, settings)
         try:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             handled = await dispatcher.run_once()
-            elapsed = time.perf_counter() - started
+            elapsed, used = time.perf_counter() - started, time.process_time() - cpu
         finally:
             await transport.aclose()
         sent = (await count_by_status(db)).get("sent", 0)
         if handled != count or sent != count:
             raise SystemExit(f"dispatched {handled}, sent {sent}, expected {count}")
-        return elapsed
+        return elapsed, used
     finally:
         await db.close()
 
@@ -106,9 +111,11 @@ async def run(kinds: list[str], count: int, concurrency: int) -> None:
         for kind in kinds:
             with workdir() as tmp, database_url(kind, tmp) as url:
                 bare_url = f"{provider.base_url}/send/bare"
-                before = await bare_client(bare_url, count, concurrency)
-                dispatch = await dispatcher_run(url, provider.base_url, count, concurrency)
-                after = await bare_client(bare_url, count, concurrency)
+                before, before_cpu = await bare_client(bare_url, count, concurrency)
+                dispatch, dispatch_cpu = await dispatcher_run(
+                    url, provider.base_url, count, concurrency
+                )
+                after, after_cpu = await bare_client(bare_url, count, concurrency)
                 stats = await provider.stats()
                 if stats[CONNECTOR]["messages"] != count:
                     raise SystemExit(f"the provider got {stats[CONNECTOR]['messages']} messages")
@@ -123,6 +130,8 @@ async def run(kinds: list[str], count: int, concurrency: int) -> None:
                         count / after,
                         count / dispatch,
                         f"{bare / dispatch:.2f}",
+                        f"{min(before_cpu, after_cpu) / count * 1e6:.0f}",
+                        f"{dispatch_cpu / count * 1e6:.0f}",
                     ]
                 )
     print_table(
@@ -135,6 +144,8 @@ async def run(kinds: list[str], count: int, concurrency: int) -> None:
             "bare/s (after)",
             "dispatcher/s",
             "ratio",
+            "bare CPU µs/msg",
+            "dispatcher CPU µs/msg",
         ],
         rows,
     )

@@ -257,6 +257,145 @@ async def test_attempt_results_are_recorded_in_one_transaction(
     assert recipients == ["+4915100000000", "+4915100000000"]
 
 
+async def test_a_batch_history_reads_as_if_each_message_stored_its_own_trace(
+    database: Database, connector: StoredConnector
+) -> None:
+    ids = await queue(database, connector, 8)
+    await claim(database, connector)
+    at = NOW + timedelta(seconds=1)
+    deadline = at + timedelta(hours=72)
+    trace = {"request": {"method": "POST", "body": "[...]"}, "batch_size": 6}
+    alone = {"request": {"method": "POST", "body": "{...}"}, "batch_size": 1}
+    batch, single = ids[:6], ids[6]
+    records = [
+        AttemptRecord(
+            m, "sent", provider_ids=(f"p-{m}",), next_attempt_at=deadline, detail=trace, at=at
+        )
+        for m in batch[:5]
+    ]
+    records.append(AttemptRecord(batch[5], "retry", error="HTTP 503", detail=trace, at=at))
+    records.append(
+        AttemptRecord(
+            single, "sent", provider_ids=("p-x",), next_attempt_at=deadline, detail=alone, at=at
+        )
+    )
+    await record_attempts(database, records, worker_id="w1")
+
+    for m in batch[:5]:
+        message = await get_message(database, m)
+        assert message is not None
+        assert (message.status, message.attempts, message.sent_at) == (S.SENT, 1, at)
+        assert message.provider_ids == (f"p-{m}",)
+        assert [(e.kind, e.status, e.at) for e in message.events] == [
+            ("attempt", "sent", at),
+            ("status", "sent", at),
+        ]
+        assert message.events[0].detail == {
+            "attempt": 1,
+            "outcome": "sent",
+            "provider_ids": [f"p-{m}"],
+            **trace,
+        }
+        assert message.events[1].detail == {"from": "sending"}
+    retried = await get_message(database, batch[5])
+    assert retried is not None
+    assert [e.detail for e in retried.events] == [
+        {"attempt": 1, "outcome": "retry", "error": "HTTP 503", **trace},
+        {"from": "sending", "reason": "HTTP 503"},
+    ]
+    alone_message = await get_message(database, single)
+    assert alone_message is not None
+    assert [e.detail for e in alone_message.events] == [
+        {"attempt": 1, "outcome": "sent", "provider_ids": ["p-x"], **alone},
+        {"from": "sending"},
+    ]
+    # The status feed (webhooks) sees the same status rows as ever, one per change.
+    async with database.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(message_events.c.message_id, message_events.c.detail).where(
+                    message_events.c.kind == "status"
+                )
+            )
+        ).all()
+    assert sorted(r.message_id for r in rows) == sorted(ids[:7])
+    assert all(
+        r.detail in ({"from": "sending"}, {"from": "sending", "reason": "HTTP 503"}) for r in rows
+    )
+
+
+async def test_many_different_results_are_recorded_as_one_at_a_time(
+    database: Database, connector: StoredConnector
+) -> None:
+    ids = await queue(database, connector, 12)
+    await claim(database, connector)
+    records = [
+        AttemptRecord(
+            m,
+            "sent",
+            provider_ids=(f"p-{n}",),
+            recipient=f"+49151{n:08d}",
+            next_attempt_at=NOW + timedelta(hours=1, seconds=n),
+            detail={"request": {"body": f'{{"n": {n}, "text": "é \\"quoted\\""}}'}, "n": n},
+            at=NOW + timedelta(seconds=n),
+        )
+        for n, m in enumerate(ids)
+    ]
+    await record_attempts(database, records, worker_id="w1")
+
+    for n, m in enumerate(ids):
+        message = await get_message(database, m)
+        assert message is not None
+        at = NOW + timedelta(seconds=n)
+        assert (message.status, message.attempts, message.sent_at, message.updated_at) == (
+            S.SENT,
+            1,
+            at,
+            at,
+        )
+        assert message.next_attempt_at == NOW + timedelta(hours=1, seconds=n)
+        assert message.provider_ids == (f"p-{n}",)
+        assert [(e.kind, e.at) for e in message.events] == [("attempt", at), ("status", at)]
+        assert message.events[0].detail == {
+            "attempt": 1,
+            "outcome": "sent",
+            "provider_ids": [f"p-{n}"],
+            **records[n].detail,
+        }
+    async with database.connect() as conn:
+        rows = (await conn.execute(select(provider_ids))).all()
+        owners = (await conn.execute(select(messages.c.lease_owner))).scalars().all()
+    assert sorted((r.connector_id, r.provider_id, r.recipient) for r in rows) == sorted(
+        (connector.id, f"p-{n}", f"+49151{n:08d}") for n in range(12)
+    )
+    assert set(owners) == {None}
+
+
+async def test_a_late_batch_answer_keeps_its_attempt_when_a_report_came_first(
+    database: Database, connector: StoredConnector
+) -> None:
+    ids = await queue(database, connector, 5)
+    await claim(database, connector)
+    async with database.transaction() as conn:
+        await conn.execute(
+            update(messages).where(messages.c.id == ids[0]).values(status=S.DELIVERED.value)
+        )
+    at = NOW + timedelta(seconds=1)
+    trace = {"batch_size": 5}
+    await record_attempts(
+        database,
+        [AttemptRecord(m, "sent", provider_ids=(f"p-{m}",), detail=trace, at=at) for m in ids],
+        worker_id="w1",
+    )
+    delivered = await get_message(database, ids[0])
+    assert delivered is not None
+    assert delivered.status is S.DELIVERED
+    assert [(e.kind, e.detail) for e in delivered.events] == [
+        ("attempt", {"attempt": 1, "outcome": "sent", "provider_ids": [f"p-{ids[0]}"], **trace})
+    ]
+    assert await statuses(database, ids[1:]) == ["sent"] * 4
+
+
 async def test_retried_message_is_claimed_again_when_due_with_its_attempts(
     database: Database, connector: StoredConnector
 ) -> None:

@@ -7,6 +7,7 @@ error, next attempt time, and a redacted summary of the exchange.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -38,6 +39,19 @@ def _clip(body: bytes) -> str:
     return text + ("…" if len(body) > TRACE_BODY_BYTES else "")
 
 
+@functools.lru_cache(maxsize=1024)
+def _shown_head(
+    method: str, url: str, headers: tuple[tuple[str, str], ...], hidden: tuple[str, ...]
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A request's URL and headers as the trace shows them (redacted).
+
+    A connector sends the same URL and headers (its credentials among them) with every
+    request: they are redacted once, not once per message. Pure, so safe to remember.
+    """
+    shown = redact_request(HttpRequest(method, url, headers, b""), {}, extra=hidden)
+    return shown.url, shown.headers
+
+
 def exchange_detail(
     request: HttpRequest,
     response: HttpResponse | None,
@@ -52,15 +66,15 @@ def exchange_detail(
     Bodies are cut to 2 KiB; every connector secret (and the OAuth2 token) is masked, in the
     response too, since some providers echo credentials back.
     """
-    extra = (access_token,) if access_token else ()
-    shown = redact_request(request, secrets, extra=extra)
-    hidden = [*secrets.values(), *extra]
+    hidden = (*secrets.values(), *((access_token,) if access_token else ()))
+    url, headers = _shown_head(request.method, request.url, request.headers, hidden)
+    body = redact_request(HttpRequest(request.method, "", (), request.body), {}, extra=hidden).body
     detail: dict[str, Any] = {
         "request": {
-            "method": shown.method,
-            "url": shown.url,
-            "headers": [[k, v] for k, v in shown.headers],
-            "body": _clip(shown.body),
+            "method": request.method,
+            "url": url,
+            "headers": [[k, v] for k, v in headers],
+            "body": _clip(body),
         },
         "elapsed_ms": round(elapsed_ms, 1),
         "batch_size": max(1, len(request.message_ids)),
@@ -95,13 +109,23 @@ def record_sent(
     delivery: Delivery | None,
 ) -> AttemptRecord:
     """The provider accepted the message; its report is awaited until the deadline."""
+    return _sent(message, provider_ids, at, detail, report_deadline(delivery, at))
+
+
+def _sent(
+    message: ClaimedMessage,
+    provider_ids: Sequence[str],
+    at: datetime,
+    detail: Mapping[str, Any],
+    deadline: datetime | None,
+) -> AttemptRecord:
     return AttemptRecord(
         message_id=message.id,
         outcome="sent",
         provider_ids=tuple(provider_ids),
         recipient=message.to,
         error=None,
-        next_attempt_at=report_deadline(delivery, at),
+        next_attempt_at=deadline,
         detail=detail,
         at=at,
     )
@@ -258,14 +282,15 @@ def records_for_exchange(
         ]
     verdict = parse_send_response(definition.response, response, len(messages), now=at)
     answered = {**detail, "summary": redact_text(verdict.summary, hidden)}
-    results = [
-        replace(result, error=redact_text(result.error, hidden)) if result.error else result
-        for result in verdict.results
-    ]
+    # One deadline for the whole request: every message was accepted at the same instant.
+    deadline = report_deadline(definition.delivery, at)
+    accepted = SendOutcome.ACCEPTED
     return [
-        record_result(
+        _sent(m, result.provider_ids, at, answered, deadline)
+        if result.outcome is accepted
+        else record_result(
             m,
-            result,
+            replace(result, error=redact_text(result.error, hidden)) if result.error else result,
             retry=retry,
             retry_after=verdict.retry_after_seconds,
             at=at,
@@ -273,5 +298,5 @@ def records_for_exchange(
             detail=answered,
             delivery=definition.delivery,
         )
-        for m, result in zip(messages, results, strict=True)
+        for m, result in zip(messages, verdict.results, strict=True)
     ]

@@ -11,6 +11,7 @@ Every hop, redirects included, goes through the outbound guard (`address_guard`,
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ from typing import Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from smsrelay.connectors.exchange import HttpRequest, HttpResponse
@@ -85,6 +87,20 @@ def _response_headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
     return headers
 
 
+@functools.lru_cache(maxsize=1024)
+def _outgoing_headers(
+    headers: tuple[tuple[str, str], ...],
+) -> tuple[CIMultiDictProxy[str], tuple[str, ...]]:
+    """The headers as sent (our User-Agent unless the connector sets one) and the automatic
+    headers aiohttp must not add; a connector's requests all carry the same headers."""
+    names = {k.lower() for k, _ in headers}
+    if "user-agent" not in names:
+        headers = (*headers, ("User-Agent", USER_AGENT))
+    skip = () if "content-type" in names else ("Content-Type",)
+    # Read-only: the same object goes with every request of the connector.
+    return CIMultiDictProxy(CIMultiDict(headers)), skip
+
+
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
     """Read at most `cap` bytes of the body; a larger body is cut (and the connection dropped)."""
     if resp.content_length is not None and resp.content_length < cap:
@@ -124,6 +140,8 @@ class AiohttpTransport:
         # (scheme, host) pairs already found acceptable: a provider's URL is checked once
         # per host, not once per message (the refusal depends on nothing else).
         self._accepted_targets: set[tuple[str, str]] = set()
+        self._urls: dict[str, URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use: a ClientSession must be built inside the running loop.
@@ -145,10 +163,10 @@ class AiohttpTransport:
     async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
         """Send `request`, following up to `max_redirects` redirects, each target checked."""
         deadline = time.monotonic() + timeout
-        method, url = request.method.upper(), URL(request.url, encoded=True)
+        method, url = request.method.upper(), self._url(request.url)
         headers = list(request.headers)
         body: bytes | None = request.body or None
-        for _hop in range(self.max_redirects + 1):
+        for hop in range(self.max_redirects + 1):
             origin = (url.scheme, url.host or "")
             if origin not in self._accepted_targets:
                 refusal = target_refusal(url, self.policy)
@@ -160,7 +178,7 @@ class AiohttpTransport:
             if remaining <= 0:
                 raise TransportError("timeout", f"no answer within {timeout:g} s", retryable=True)
             status, resp_headers, resp_body = await self._send_once(
-                method, url, headers, body, remaining, timeout
+                method, url, headers, body, timeout if hop == 0 else remaining, timeout
             )
             location = resp_headers.get("Location") or resp_headers.get("location")
             if status not in _REDIRECT_STATUSES or not location:
@@ -191,6 +209,24 @@ class AiohttpTransport:
             retryable=False,
         )
 
+    def _url(self, text: str) -> URL:
+        """The parsed URL; a connector sends to the same one again and again."""
+        url = self._urls.get(text)
+        if url is None:
+            url = URL(text, encoded=True)
+            if len(self._urls) < 10_000:
+                self._urls[text] = url
+        return url
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        """The first hop's timeout object, one per connector timeout."""
+        found = self._timeouts.get(seconds)
+        if found is None:
+            found = aiohttp.ClientTimeout(total=seconds)
+            if len(self._timeouts) < 1_000:
+                self._timeouts[seconds] = found
+        return found
+
     async def _send_once(
         self,
         method: str,
@@ -200,18 +236,19 @@ class AiohttpTransport:
         remaining: float,
         timeout: float,
     ) -> tuple[int, dict[str, str], bytes]:
-        names = {k.lower() for k, _ in headers}
-        if "user-agent" not in names:
-            headers = [*headers, ("User-Agent", USER_AGENT)]
-        skip = () if "content-type" in names else ("Content-Type",)
+        sent_headers, skip = _outgoing_headers(tuple(headers))
         try:
             async with self._client().request(
                 method,
                 url,
-                headers=headers,
+                headers=sent_headers,
                 data=body,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=remaining),
+                timeout=(
+                    self._timeout(timeout)
+                    if remaining == timeout
+                    else aiohttp.ClientTimeout(total=remaining)
+                ),
                 skip_auto_headers=skip,
             ) as resp:
                 data = await _read_capped(resp, self.max_response_bytes)

@@ -7,7 +7,8 @@ One pass for a connector is a pipeline of small named steps:
       -> attempt records -> group-committed writer
 
 Every connector with due messages is drained by its own task, so a slow or throttled
-provider never holds up the others. Decisions (what a response means, when to retry, what
+provider never holds up the others. While one claim is sent and recorded, the next one is
+already being claimed (unlimited connectors only), so the database and the network overlap. Decisions (what a response means, when to retry, what
 to record) are pure functions in `connectors` and `dispatch.attempts`; this module only
 wires them to the database, the clock and the transport.
 
@@ -267,6 +268,7 @@ class Dispatcher:
         """Claim and send this connector's due messages until none are left."""
         handled = 0
         leased: ActiveConnector | None = None
+        ahead: asyncio.Task[tuple[list[ClaimedMessage], int]] | None = None
         try:
             while not self._stop.is_set():
                 connector = await self._active_connector(connector_id)
@@ -277,14 +279,27 @@ class Dispatcher:
                     if not await self.leases.hold(connector.id, connector.limiter):
                         break
                     leased = connector
-                claimed, limit = await self._claim(connector, now)
+                if ahead is not None:
+                    claimed, limit = await ahead
+                    ahead = None
+                else:
+                    claimed, limit = await self._claim(connector, now)
                 if not claimed:
                     break
                 handled += len(claimed)
+                if len(claimed) == limit and not connector.limiter.limited:
+                    # More are due: claim them while these are sent and recorded, so the
+                    # database and the sending overlap. (A rate-limited connector claims
+                    # no further ahead than its rate allows.)
+                    ahead = asyncio.create_task(self._claim(connector, now))
                 await self._dispatch_claimed(connector, claimed)
                 if len(claimed) < limit:
                     break
         finally:
+            if ahead is not None:
+                # Stopping: whatever it claimed is handed back with the worker's other leases.
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
             if leased is not None:
                 # Drained: any worker may take the connector (and its bucket) from here.
                 await self.leases.release(leased.id, leased.limiter)

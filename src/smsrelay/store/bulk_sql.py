@@ -16,7 +16,16 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import ClauseElement, ColumnElement, String, bindparam, func, literal_column, select
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -78,6 +87,29 @@ def id_list_condition(column: ColumnElement[Any], name: str, dialect: Dialect) -
     return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam(name))))
 
 
+def id_list_rows(name: str, dialect: Dialect) -> Any:
+    """The ids bound as one parameter, as the rows of a one-column table (`.c.value`).
+
+    `INSERT ... SELECT` from it writes one row per id in a single statement (PostgreSQL
+    `unnest`, SQLite `json_each`, both in list order).
+    """
+    if dialect == "postgresql":
+        listed = func.unnest(bindparam(name, type_=ARRAY(String))).table_valued("value")
+        return listed.render_derived(name="listed")
+    return func.json_each(bindparam(name)).table_valued("value").alias("listed")
+
+
+def typed_parameter(name: str, type_: Any, dialect: Dialect) -> Any:
+    """A bound value in a SELECT list, cast where the database cannot infer its type.
+
+    PostgreSQL needs the cast (`$1` alone is text); SQLite must not get one, since a
+    CAST there applies numeric affinity to timestamp text.
+    """
+    if dialect == "postgresql":
+        return sql_cast(bindparam(name, type_=type_), type_)
+    return bindparam(name, type_=type_)
+
+
 Ordering = Callable[[Mapping[str, Any]], tuple[Any, ...]]
 
 
@@ -99,6 +131,7 @@ class DriverStatement:
         self._compiled: dict[str, tuple[str, Ordering]] = {}
         # Values SQLAlchemy binds by itself (SQLite's `OFFSET 0` after a bound LIMIT).
         self._fixed: dict[str, dict[str, Any]] = {}
+        self._names: dict[str, list[str]] = {}
 
     def _for(self, db: Database) -> tuple[str, Ordering]:
         found = self._compiled.get(db.dialect)
@@ -115,8 +148,9 @@ class DriverStatement:
             if fixed and self._many:
                 raise ValueError(f"an executemany statement binds fixed values: {sorted(fixed)}")
             self._fixed[db.dialect] = fixed
-            order = _ordering(list(getattr(compiled, "positiontup", None) or ()))
-            found = self._compiled[db.dialect] = (compiled.string, order)
+            names = list(getattr(compiled, "positiontup", None) or ())
+            self._names[db.dialect] = names
+            found = self._compiled[db.dialect] = (compiled.string, _ordering(names))
         return found
 
     def _single(self, db: Database, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
@@ -137,6 +171,26 @@ class DriverStatement:
         params = [order(row) for row in rows]
         if params:
             await conn.exec_driver_sql(sql, params)
+
+    async def execute_rows(
+        self,
+        conn: AsyncConnection,
+        db: Database,
+        names: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """Like `execute_many`, with each row a tuple of values in `names` order."""
+        if not rows:
+            return
+        sql, _ = self._for(db)
+        bound = self._names[db.dialect]
+        positions = [list(names).index(name) for name in bound]
+        if positions == list(range(len(names))):
+            params: Sequence[tuple[Any, ...]] = rows
+        else:
+            pick = itemgetter(*positions)
+            params = [pick(row) if len(positions) > 1 else (pick(row),) for row in rows]
+        await conn.exec_driver_sql(sql, list(params))
 
     async def fetch(
         self, conn: AsyncConnection, db: Database, values: Mapping[str, Any]

@@ -10,7 +10,7 @@ group commit: one transaction and a handful of executemany statements for many m
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -21,9 +21,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsrelay.connectors.exchange import OutboundMessage
-from smsrelay.store.bulk_sql import Codec, DriverStatement, id_list_condition
+from smsrelay.store.bulk_sql import (
+    Codec,
+    DriverStatement,
+    id_list_condition,
+    id_list_rows,
+    typed_parameter,
+)
 from smsrelay.store.connector_groups import Failover, failover_routes
-from smsrelay.store.database import Database
+from smsrelay.store.database import Database, Dialect
 from smsrelay.store.lifecycle import MessageStatus, can_transition
 from smsrelay.store.tables import (
     DISPATCHABLE,
@@ -69,9 +75,13 @@ class ClaimedMessage:
     accepted_before: bool
     lease_expires_at: datetime
     held_since: datetime | None = None
+    # Built once at claim time: grouping and rendering both ask for it.
+    outbound: OutboundMessage | None = field(default=None, compare=False, repr=False)
 
     def as_outbound(self) -> OutboundMessage:
         """The message as the connector engine renders it."""
+        if self.outbound is not None:
+            return self.outbound
         return OutboundMessage(
             message_id=self.id,
             to=self.to,
@@ -244,8 +254,22 @@ def _claimed(row: tuple[Any, ...], codec: Codec, expires: datetime) -> ClaimedMe
         encoding,
         held_since,
     ) = row
-    template_variables = codec.read_json(template_variables)
-    params = codec.read_json(params)
+    # SQLite gives JSON as text (NULL as None); PostgreSQL's driver has decoded it.
+    if template_variables is not None:
+        template_variables = tuple(codec.read_json(template_variables))
+    if params is not None:
+        params = dict(codec.read_json(params))
+    outbound = OutboundMessage(
+        message_id=message_id,
+        to=to,
+        body=body,
+        sender=sender_id,
+        template_id=template_id,
+        template_variables=template_variables or (),
+        entity_id=entity_id,
+        campaign_id=campaign_id,
+        params=params or {},
+    )
     return ClaimedMessage(
         id=message_id,
         connector_id=connector_id,
@@ -253,17 +277,18 @@ def _claimed(row: tuple[Any, ...], codec: Codec, expires: datetime) -> ClaimedMe
         body=body,
         sender_id=sender_id,
         template_id=template_id,
-        template_variables=tuple(template_variables) if template_variables else (),
+        template_variables=outbound.template_variables,
         entity_id=entity_id,
         campaign_id=campaign_id,
-        params=dict(params) if params else {},
+        params=outbound.params,
         attempts=attempts,
         segments=segments,
         encoding=encoding,
         previous_status=_STATUSES[previous_status],
         accepted_before=False,
         lease_expires_at=expires,
-        held_since=codec.read_timestamp(held_since),
+        held_since=None if held_since is None else codec.read_timestamp(held_since),
+        outbound=outbound,
     )
 
 
@@ -323,23 +348,34 @@ _STATE_NAMES = tuple(column.name for column in _STATE_COLUMNS)
 _STATE_TIMESTAMPS = frozenset(
     name for name in _WRITTEN if isinstance(messages.c[name].type, UTCDateTime)
 )
+# A group commit writes rows that differ only in their message id (a batch's messages,
+# all sent at one instant) with one statement over the id list instead of one per row.
+_SAME_VALUES_MIN = 4
+_EVENT_FIELDS = ("message_id", "at", "kind", "status", "detail", "exchange_id")
 
 
 class _MessageState:
-    """A message's mutable columns, read under lock and changed record by record."""
+    """A message's mutable columns, read under lock and changed record by record.
+
+    Timestamps stay in the driver's form (SQLite text) unless a record sets them: most are
+    written back untouched, and only their presence is ever tested.
+    """
+
+    __slots__ = ("connector_id", "id", "values")
 
     def __init__(self, row: tuple[Any, ...], codec: Codec) -> None:
         values = dict(zip(_STATE_NAMES, row, strict=True))
-        for name in _STATE_TIMESTAMPS:
-            if values.get(name) is not None:
-                values[name] = codec.read_timestamp(values[name])
+        if not codec.sqlite:
+            for name in _STATE_TIMESTAMPS:
+                if values.get(name) is not None:
+                    values[name] = codec.read_timestamp(values[name])
         self.id: str = values.pop("id")
         self.connector_id: int = values["connector_id"]
         self.values: dict[str, Any] = values
 
     @property
     def status(self) -> MessageStatus:
-        return MessageStatus(self.values["status"])
+        return _STATUSES[self.values["status"]]
 
 
 def _fails_over(
@@ -355,7 +391,7 @@ def _fails_over(
 
 
 def _fail_over(
-    state: _MessageState, record: AttemptRecord, failover: Failover
+    state: _MessageState, record: AttemptRecord, failover: Failover, *, shared: bool = False
 ) -> list[dict[str, Any]]:
     """Queue a message that failed on one connector for the next one of its group.
 
@@ -372,7 +408,8 @@ def _fail_over(
     }
     if record.error:
         attempt["error"] = record.error
-    attempt.update(record.detail)
+    if not shared:
+        attempt.update(record.detail)
     values.update(
         connector_id=failover.to_id,
         attempts=0,
@@ -405,14 +442,18 @@ def _apply(
     record: AttemptRecord,
     worker_id: str,
     failover: Failover | None = None,
+    *,
+    shared: bool = False,
 ) -> list[dict[str, Any]]:
     """Change `state` by one record; returns the history events it adds.
 
     With `failover` (the next connector of the message's group), a failed attempt queues
-    the message for that connector instead of failing it.
+    the message for that connector instead of failing it. With `shared`, the record's
+    detail (the request's trace) is left out of the attempt event: it is stored once for
+    the whole request.
     """
     if failover is not None and _fails_over(state, record, worker_id, failover):
-        return _fail_over(state, record, failover)
+        return _fail_over(state, record, failover, shared=shared)
     values = state.values
     old = state.status
     target = _TARGET[record.outcome]
@@ -451,7 +492,8 @@ def _apply(
             detail["provider_ids"] = list(record.provider_ids)
         if record.error:
             detail["error"] = record.error
-        detail.update(record.detail)
+        if not shared:
+            detail.update(record.detail)
         events.append(_event(state.id, record.at, "attempt", values["status"], detail))
     if moves and target is not old and not (holding and was_held):
         change: dict[str, Any] = {"from": old.value}
@@ -474,6 +516,41 @@ def _event(
         "detail": detail,
         "exchange_id": None,
     }
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request's trace shared by several messages, and their own attempt parts."""
+
+    at: datetime
+    detail: Mapping[str, Any]
+    attempts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    row_id: int | None = None
+
+
+def _share(events: list[dict[str, Any]], exchange: _Exchange) -> list[dict[str, Any]]:
+    """Point a message's events of a shared request at the exchange that stores its trace.
+
+    An attempt followed by the status change it caused (the usual case) becomes the status
+    event alone, which carries the exchange; the attempt's own part goes in the exchange's
+    `attempts` map and `get_message` shows the attempt entry just before the status entry,
+    as if it had been stored. Any other attempt event keeps its own row and points to the
+    exchange for the trace.
+    """
+    if (
+        len(events) == 2
+        and events[0]["kind"] == "attempt"
+        and events[1]["kind"] == "status"
+        and events[0]["message_id"] not in exchange.attempts
+    ):
+        attempt, change = events
+        exchange.attempts[attempt["message_id"]] = attempt["detail"]
+        change["shared"] = exchange
+        return [change]
+    for event in events:
+        if event["kind"] == "attempt":
+            event["shared"] = exchange
+    return events
 
 
 async def record_attempts(
@@ -508,85 +585,151 @@ async def record_attempts(
             for row in rows:
                 locked = _MessageState(row, codec)
                 states[locked.id] = locked
+        if not states:
+            return
         failing = sorted({r.message_id for r in records if r.outcome == "failed"} & set(states))
-        routes = await failover_routes(conn, failing)
-        shared = _shared_details(records)
+        routes = await failover_routes(conn, failing) if failing else {}
+        exchanges = {key: _Exchange(at, detail) for key, (at, detail) in _shared(records).items()}
         events: list[dict[str, Any]] = []
-        new_provider_ids: list[dict[str, Any]] = []
+        new_provider_ids: list[tuple[Any, ...]] = []
         for record in records:
             state = states.get(record.message_id)
             if state is None:
                 continue
-            exchange = shared.get(id(record.detail))
+            exchange = exchanges.get(id(record.detail)) if exchanges else None
             # A message's connector may change (failover): its route is good for one failure.
-            route = routes.pop(record.message_id, None)
+            route = routes.pop(record.message_id, None) if routes else None
             if exchange is None:
                 events.extend(_apply(state, record, worker_id, route))
             else:
-                # The batch's trace is stored once; the attempt event points to it.
-                added = _apply(state, replace(record, detail={}), worker_id, route)
-                for event in added:
-                    if event["kind"] == "attempt":
-                        event["shared"] = exchange
-                events.extend(added)
-            new_provider_ids.extend(
-                {
-                    "connector_id": state.connector_id,
-                    "provider_id": provider_id,
-                    "message_id": state.id,
-                    "recipient": record.recipient,
-                }
-                for provider_id in dict.fromkeys(record.provider_ids)
-            )
-        if not states:
-            return
-        await _UPDATE_STATE.execute_many(conn, db, (_bind(s, codec) for s in states.values()))
-        exchange_ids = await _store_exchanges(conn, events)
+                # The request's trace is stored once, in its exchange row.
+                events.extend(
+                    _share(_apply(state, record, worker_id, route, shared=True), exchange)
+                )
+            if record.provider_ids:
+                new_provider_ids.extend(
+                    (state.connector_id, provider_id, state.id, record.recipient)
+                    for provider_id in dict.fromkeys(record.provider_ids)
+                )
+        await _write_states(conn, db, codec, states.values())
+        await _store_exchanges(conn, exchanges.values())
         for event in events:
             event["at"] = codec.timestamp(event["at"])
-            event["detail"] = codec.json(event["detail"])
-            if "shared" in event:
-                event["exchange_id"] = exchange_ids[id(event.pop("shared"))]
-        await _INSERT_EVENT.execute_many(conn, db, events)
-        await _INSERT_PROVIDER_ID.execute_many(conn, db, new_provider_ids)
+            event["detail"] = _detail_json(event["detail"])
+            shared = event.pop("shared", None)
+            if shared is not None:
+                event["exchange_id"] = shared.row_id
+        await _insert_events(conn, db, events)
+        await _INSERT_PROVIDER_ID.execute_rows(conn, db, _PROVIDER_ID_FIELDS, new_provider_ids)
 
 
-def _shared_details(records: Sequence[AttemptRecord]) -> dict[int, Mapping[str, Any]]:
+def _shared(records: Sequence[AttemptRecord]) -> dict[int, tuple[datetime, Mapping[str, Any]]]:
     """Attempt details that several records share (one request carried their messages).
 
     Keyed by identity: `records_for_exchange` gives every message of one request the same
     detail object. A held (`dispatch_error`) record's detail goes in its status event, so
     it is never shared.
     """
-    seen: dict[int, Mapping[str, Any]] = {}
-    shared: dict[int, Mapping[str, Any]] = {}
+    seen: set[int] = set()
+    shared: dict[int, tuple[datetime, Mapping[str, Any]]] = {}
     for record in records:
         if record.outcome == "dispatch_error" or not record.detail:
             continue
         key = id(record.detail)
         if key in seen:
-            shared[key] = record.detail
+            shared.setdefault(key, (record.at, record.detail))
         else:
-            seen[key] = record.detail
+            seen.add(key)
     return shared
 
 
-async def _store_exchanges(
-    conn: AsyncConnection, events: Sequence[dict[str, Any]]
-) -> dict[int, int]:
-    """Store each shared trace the events point to once; its row id by the detail's identity."""
-    stored: dict[int, int] = {}
-    for event in events:
-        detail = event.get("shared")
-        if detail is None or id(detail) in stored:
-            continue
+async def _store_exchanges(conn: AsyncConnection, exchanges: Iterable[_Exchange]) -> None:
+    """Store each shared trace once (with its messages' own attempt parts); sets `row_id`."""
+    for exchange in exchanges:
         result = await conn.execute(
             insert(send_exchanges)
-            .values(at=event["at"], detail=detail)
+            .values(at=exchange.at, detail=exchange.detail, attempts=exchange.attempts or None)
             .returning(send_exchanges.c.id)
         )
-        stored[id(detail)] = int(result.scalar_one())
-    return stored
+        exchange.row_id = int(result.scalar_one())
+
+
+# Status changes repeat the same few small details ({"from": "sending"}) many times.
+_FROM_ONLY: dict[str, str] = {}
+
+
+def _detail_json(detail: Mapping[str, Any] | None) -> str | None:
+    if detail is not None and len(detail) == 1:
+        old = detail.get("from")
+        if isinstance(old, str):
+            text = _FROM_ONLY.get(old)
+            if text is None:
+                text = _FROM_ONLY[old] = json.dumps(detail)
+            return text
+    return Codec.json(detail)
+
+
+async def _write_states(
+    conn: AsyncConnection, db: Database, codec: Codec, states: Iterable[_MessageState]
+) -> None:
+    """Write the changed states back: one statement per set of identical rows, else per row."""
+    same: dict[tuple[Any, ...], list[str]] = {}
+    for state in states:
+        values = state.values
+        row = tuple(
+            codec.timestamp(values[name])
+            if name in _STATE_TIMESTAMPS and isinstance(values[name], datetime)
+            else values[name]
+            for name in _WRITTEN
+        )
+        same.setdefault(row, []).append(state.id)
+    single: list[tuple[Any, ...]] = []
+    for row, message_ids in same.items():
+        if len(message_ids) >= _SAME_VALUES_MIN:
+            bound = dict(zip(_BOUND_NAMES, row, strict=True))
+            await _UPDATE_STATES.execute(conn, db, {**bound, "ids": _id_list(db, message_ids)})
+        else:
+            single.extend((message_id, *row) for message_id in message_ids)
+    await _UPDATE_STATE.execute_rows(conn, db, ("b_id", *_BOUND_NAMES), single)
+
+
+async def _insert_events(
+    conn: AsyncConnection, db: Database, events: Sequence[dict[str, Any]]
+) -> None:
+    """Insert events keeping each message's order; identical ones (but for the message)
+    in one statement.
+
+    Events go in rounds (every message's first event, then every second one...), so that
+    within a message ids still follow the order the events happened in.
+    """
+    rounds: list[list[dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for event in events:
+        message_id = event["message_id"]
+        n = seen.get(message_id, 0)
+        seen[message_id] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(event)
+    for batch in rounds:
+        same: dict[tuple[Any, ...], list[str]] = {}
+        for event in batch:
+            key = (
+                event["at"],
+                event["kind"],
+                event["status"],
+                event["detail"],
+                event["exchange_id"],
+            )
+            same.setdefault(key, []).append(event["message_id"])
+        single: list[tuple[Any, ...]] = []
+        for key, message_ids in same.items():
+            if len(message_ids) >= _SAME_VALUES_MIN:
+                values = dict(zip(_EVENT_FIELDS[1:], key, strict=True))
+                await _INSERT_EVENTS.execute(conn, db, {**values, "ids": _id_list(db, message_ids)})
+            else:
+                single.extend((message_id, *key) for message_id in message_ids)
+        await _INSERT_EVENT.execute_rows(conn, db, _EVENT_FIELDS, single)
 
 
 def _id_list(db: Database, ids: Sequence[str]) -> Any:
@@ -602,35 +745,48 @@ _LOCK_STATES = DriverStatement(
         .with_for_update()
     )
 )
+_BOUND_NAMES = tuple(f"b_{name}" for name in _WRITTEN)
+_STATE_VALUES = {name: bindparam(f"b_{name}", type_=messages.c[name].type) for name in _WRITTEN}
 _UPDATE_STATE = DriverStatement(
-    lambda _d: (
-        update(messages)
-        .where(messages.c.id == bindparam("b_id"))
-        .values({name: bindparam(f"b_{name}", type_=messages.c[name].type) for name in _WRITTEN})
-    ),
+    lambda _d: update(messages).where(messages.c.id == bindparam("b_id")).values(_STATE_VALUES),
     many=True,
+)
+_UPDATE_STATES = DriverStatement(
+    lambda d: (
+        update(messages).where(id_list_condition(messages.c.id, "ids", d)).values(_STATE_VALUES)
+    )
 )
 _INSERT_EVENT = DriverStatement(
     lambda _d: insert(message_events),
-    ["message_id", "at", "kind", "status", "detail", "exchange_id"],
+    list(_EVENT_FIELDS),
     many=True,
 )
+
+
+def _insert_same_events(dialect: Dialect) -> Any:
+    listed = id_list_rows("ids", dialect)
+    columns = message_events.c
+    return insert(message_events).from_select(
+        ["message_id", "at", "kind", "status", "detail", "exchange_id"],
+        select(
+            listed.c.value,
+            *(
+                typed_parameter(name, columns[name].type, dialect)
+                for name in ("at", "kind", "status", "detail", "exchange_id")
+            ),
+        ).select_from(listed),
+    )
+
+
+_INSERT_EVENTS = DriverStatement(_insert_same_events)
+_PROVIDER_ID_FIELDS = ("connector_id", "provider_id", "message_id", "recipient")
 _INSERT_PROVIDER_ID = DriverStatement(
     lambda d: (sqlite_insert if d == "sqlite" else postgresql_insert)(
         provider_ids
     ).on_conflict_do_nothing(),
-    ["connector_id", "provider_id", "message_id", "recipient"],
+    list(_PROVIDER_ID_FIELDS),
     many=True,
 )
-
-
-def _bind(state: _MessageState, codec: Codec) -> dict[str, Any]:
-    values = state.values
-    bound = {"b_id": state.id}
-    for name in _WRITTEN:
-        value = values[name]
-        bound[f"b_{name}"] = codec.timestamp(value) if name in _STATE_TIMESTAMPS else value
-    return bound
 
 
 # ---------------------------------------------------------------- leases and deadlines

@@ -176,6 +176,9 @@ send_exchanges = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("at", UTCDateTime, nullable=False),
     Column("detail", Json, nullable=False),
+    # Each message's own part of its attempt entry (attempt, outcome, provider ids, error),
+    # by message id, when its status event stands for the attempt too (0008).
+    Column("attempts", Json),
 )
 
 provider_ids = Table(
