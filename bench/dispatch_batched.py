@@ -29,6 +29,7 @@ from common import (
 )
 from smsrelay.dispatch.transport import AiohttpTransport
 from smsrelay.dispatch.worker import Dispatcher
+from smsrelay.gc_tuning import tune_garbage_collector
 from smsrelay.settings import Settings
 
 CONNECTOR = "batched"
@@ -92,7 +93,17 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument(
+        "--gc",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="tuned: as `smsrelay worker` runs (smsrelay.gc_tuning); default: CPython's settings",
+    )
     options = parser.parse_args()
+    if options.gc == "tuned":
+        # Before anything is measured (the bare client too), as `smsrelay worker` does
+        # once its start-up is done.
+        tune_garbage_collector()
     asyncio.run(run(list(database_kinds(options.database)), options.count, options.batch))
 
 

@@ -29,6 +29,7 @@ from smsrelay.compat.webhook_formats import register_platform_formats
 from smsrelay.dashboard import create_dashboard_app
 from smsrelay.dispatch.background import BackgroundWork, background_work
 from smsrelay.dispatch.transport import AiohttpTransport, Transport
+from smsrelay.gc_tuning import tune_garbage_collector
 from smsrelay.runtime import Runtime
 from smsrelay.sandbox import Sandbox, SandboxSettings, create_sandbox_app
 from smsrelay.settings import Settings
@@ -47,8 +48,13 @@ def create_app(
     *,
     transport: Transport | None = None,
     sandbox_settings: SandboxSettings | None = None,
+    tune_gc: bool = False,
 ) -> FastAPI:
-    """The FastAPI app: API, DLR intake, sandbox (optional) and the in-process dispatcher."""
+    """The FastAPI app: API, DLR intake, sandbox (optional) and the in-process dispatcher.
+
+    `tune_gc` (set by `smsrelay serve`, a process of its own) applies
+    `tune_garbage_collector` once start-up is done.
+    """
     sandbox = Sandbox(sandbox_settings or SandboxSettings()) if settings.sandbox else None
 
     @contextlib.asynccontextmanager
@@ -72,6 +78,8 @@ def create_app(
             runtime.extras["campaign_runner"] = work.campaign_runner
             work.start()
         app.state.runtime = runtime
+        if tune_gc:
+            tune_garbage_collector()
         try:
             yield
         finally:

@@ -309,7 +309,7 @@ def serve(
         typer.echo(f"  local API key:  {key}   (also in ./smsrelay.local-key)")
         typer.echo('  try:           .venv/bin/smsrelay send --to +15005550006 --body "hi"')
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, tune_gc=True),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -331,6 +331,7 @@ def worker() -> None:
     from smsrelay.compat.webhook_formats import register_platform_formats
     from smsrelay.dispatch.background import background_work
     from smsrelay.dispatch.transport import AiohttpTransport
+    from smsrelay.gc_tuning import tune_garbage_collector
     from smsrelay.store.database import open_database
     from smsrelay.store.secret_box import load_secret_box
 
@@ -343,6 +344,7 @@ def worker() -> None:
         await db.migrate()
         transport = AiohttpTransport(allow_hosts=settings.allow_hosts)
         work = background_work(db, load_secret_box(settings), transport, settings)
+        tune_garbage_collector()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, work.stop_event.set)
