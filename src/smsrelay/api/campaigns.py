@@ -22,8 +22,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.datastructures import UploadFile
 
-from smsrelay.api.auth import get_runtime, require_api_key
-from smsrelay.api.problems import Problem, not_found
 from smsrelay.api.stats import group_view
 from smsrelay.connectors.errors import FieldError
 from smsrelay.dispatch.audience import (
@@ -47,6 +45,7 @@ from smsrelay.dispatch.quiet_hours import (
     QuietHoursError,
     parse_clock,
 )
+from smsrelay.http_common import Problem, get_runtime, not_found, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.settings import Settings
 from smsrelay.store.campaigns import (

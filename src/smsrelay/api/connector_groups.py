@@ -15,9 +15,8 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from smsrelay.api.auth import get_runtime, require_api_key
-from smsrelay.api.problems import Problem, not_found
 from smsrelay.connectors.errors import FieldError
+from smsrelay.http_common import Problem, get_runtime, not_found, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.connector_groups import (
     MAX_MEMBERS,

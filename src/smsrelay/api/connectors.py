@@ -8,8 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Response
 
-from smsrelay.api.auth import get_runtime, require_api_key
-from smsrelay.api.problems import Problem, not_found
 from smsrelay.api.schemas import SampleMessage
 from smsrelay.connectors.definition import SECRET_MASK, ConnectorDefinition, parse_definition
 from smsrelay.connectors.errors import FieldError, RenderError
@@ -24,6 +22,7 @@ from smsrelay.connectors.presets import (
 from smsrelay.connectors.redaction import redact_request
 from smsrelay.connectors.rendering import RenderEnvironment, compile_connector, render_request
 from smsrelay.connectors.text_encoding import analyse_text
+from smsrelay.http_common import Problem, get_runtime, not_found, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.connectors import (
     StoredConnector,

@@ -21,7 +21,6 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from smsrelay.api.auth import get_runtime, require_api_key
 from smsrelay.api.connectors import load_connector
 from smsrelay.api.dlr_intake import (
     CONNECTOR_CACHE_SECONDS,
@@ -31,7 +30,6 @@ from smsrelay.api.dlr_intake import (
     redact_headers,
     take_callback,
 )
-from smsrelay.api.problems import Problem
 from smsrelay.connectors.definition import Delivery
 from smsrelay.connectors.delivery import (
     decode_callback,
@@ -41,6 +39,7 @@ from smsrelay.connectors.delivery import (
 )
 from smsrelay.connectors.errors import CallbackError
 from smsrelay.connectors.exchange import InboundCallback
+from smsrelay.http_common import Problem, get_runtime, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.delivery_reports import (
     CallbackState,

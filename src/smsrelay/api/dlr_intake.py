@@ -29,11 +29,12 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from smsrelay.api.problems import Problem, database_problem
+from smsrelay.api.problems import database_problem
 from smsrelay.connectors.callback_verification import verify_callback
 from smsrelay.connectors.definition import ConnectorDefinition, VerifyHeader, VerifyHmac, VerifyNone
 from smsrelay.connectors.exchange import InboundCallback
 from smsrelay.connectors.redaction import MASK
+from smsrelay.http_common import Problem
 from smsrelay.runtime import Runtime
 from smsrelay.store.connectors import StoredConnector, get_connector_by_dlr_token
 from smsrelay.store.delivery_reports import CallbackNotStored, CallbackWriter, NewCallback

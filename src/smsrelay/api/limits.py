@@ -40,8 +40,8 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from smsrelay.api.problems import Problem
 from smsrelay.connectors.errors import FieldError
+from smsrelay.http_common import Problem
 from smsrelay.settings import Settings
 
 # Paths whose own code caps and reads the body (DLR intake), or which must see the server's

@@ -12,11 +12,10 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
-from smsrelay.api.auth import get_runtime, require_api_key
-from smsrelay.api.problems import Problem, not_found
 from smsrelay.api.schemas import MessageBatchIn, MessageIn
 from smsrelay.connectors.errors import FieldError
 from smsrelay.dispatch.intake import AskedMessage, IntakeRefused, MessageIntake, prepare_all
+from smsrelay.http_common import Problem, get_runtime, not_found, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.api_keys import ApiKey
 from smsrelay.store.errors import IdempotencyConflict

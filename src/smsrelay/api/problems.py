@@ -14,70 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smsrelay.api.problem_docs import install_problem_docs
 from smsrelay.connectors.errors import DefinitionError, FieldError
+from smsrelay.http_common import Problem
 
-PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("smsrelay.api")
-
-_TITLES = {
-    400: "Bad request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not found",
-    405: "Method not allowed",
-    409: "Conflict",
-    413: "Payload too large",
-    415: "Unsupported media type",
-    422: "Invalid input",
-    429: "Too many requests",
-    500: "Internal error",
-    502: "Provider error",
-    503: "Unavailable",
-}
-
-
-class Problem(Exception):
-    """An error answered as `application/problem+json`; raise it from any handler."""
-
-    def __init__(
-        self,
-        status: int,
-        detail: str,
-        *,
-        errors: Sequence[FieldError] = (),
-        title: str | None = None,
-        type_: str = "about:blank",
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.errors = list(errors)
-        self.title = title or _TITLES.get(status, "Error")
-        self.type = type_
-        self.headers = headers or {}
-        self.extra = extra or {}
-
-    def to_response(self, instance: str | None = None) -> JSONResponse:
-        body: dict[str, Any] = {
-            "type": self.type,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if instance:
-            body["instance"] = instance
-        if self.errors:
-            body["errors"] = [{"path": e.path, "message": e.message} for e in self.errors]
-        body.update(self.extra)
-        return JSONResponse(
-            body, status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers
-        )
-
-
-def not_found(what: str, key: str) -> Problem:
-    """A 404 problem naming what was looked up."""
-    return Problem(404, f"{what} {key!r} does not exist")
 
 
 # SQLSTATE classes of a database that is away: connection exception, operator intervention

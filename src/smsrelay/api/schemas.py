@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_BODY_CHARS = 4096
+from smsrelay.dispatch.intake import MAX_BODY_CHARS
+
 MAX_BATCH = 10_000
 
 

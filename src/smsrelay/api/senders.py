@@ -6,10 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 
-from smsrelay.api.auth import get_runtime, require_api_key
-from smsrelay.api.problems import Problem, not_found
 from smsrelay.api.schemas import SenderIn, SenderPatch
 from smsrelay.connectors.errors import FieldError
+from smsrelay.http_common import Problem, get_runtime, not_found, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.errors import ConnectorNotFound, SenderError
 from smsrelay.store.senders import (

@@ -7,9 +7,8 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from smsrelay.api.auth import get_runtime, require_api_key
-from smsrelay.api.problems import Problem
 from smsrelay.connectors.errors import FieldError
+from smsrelay.http_common import Problem, get_runtime, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.stats import DEFINITIONS, StatsFilter, StatsGroup, message_stats
 

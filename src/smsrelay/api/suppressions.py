@@ -8,10 +8,9 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from smsrelay.api.auth import get_runtime, require_api_key
-from smsrelay.api.problems import Problem
 from smsrelay.connectors.errors import FieldError
 from smsrelay.connectors.phone import InvalidPhoneNumber, normalise_phone
+from smsrelay.http_common import Problem, get_runtime, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.suppression import (
     SuppressionRecord,

@@ -9,10 +9,9 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from smsrelay.api.auth import get_runtime, require_api_key
-from smsrelay.api.problems import Problem, not_found
 from smsrelay.connectors.errors import FieldError
 from smsrelay.dispatch.webhook_formats import FormatRegistry, default_registry
+from smsrelay.http_common import Problem, get_runtime, not_found, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.webhooks import (
     ALL_EVENTS,

@@ -24,9 +24,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from smsrelay.api.auth import get_runtime, require_api_key
-from smsrelay.api.problems import Problem
-from smsrelay.api.schemas import MAX_BODY_CHARS
 from smsrelay.compat.inbound import (
     InboundRefused,
     pick_sender,
@@ -37,7 +34,14 @@ from smsrelay.compat.inbound import (
 )
 from smsrelay.compat.webhook_formats import MID_PARAM
 from smsrelay.connectors.errors import FieldError
-from smsrelay.dispatch.intake import IntakeRefused, MessageIntake, MessageRequest, prepare_all
+from smsrelay.dispatch.intake import (
+    MAX_BODY_CHARS,
+    IntakeRefused,
+    MessageIntake,
+    MessageRequest,
+    prepare_all,
+)
+from smsrelay.http_common import Problem, get_runtime, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.api_keys import ApiKey
 from smsrelay.store.messages import NewMessage, insert_messages

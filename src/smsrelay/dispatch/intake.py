@@ -26,6 +26,9 @@ from smsrelay.store.senders import Sender, resolve_sender
 from smsrelay.store.suppression import SuppressionRecord, find_suppressed, is_suppressed
 from smsrelay.store.timestamps import utc_now
 
+# The longest message text any door (API, MoEngage, CleverTap, campaigns) accepts.
+MAX_BODY_CHARS = 4096
+
 
 class AskedMessage(Protocol):
     """What intake reads of a message as asked for (`MessageRequest`, or an API body)."""
