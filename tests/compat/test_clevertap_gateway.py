@@ -130,3 +130,29 @@ async def test_clevertap_key_value_pairs_are_accepted_too(
         assert response.status_code == 200, response.text
         message = await gw.wait_for_status(response.json()["id"], {"sent", "delivered"})
         assert message["params"] == {"mid": "m-kv"} and message["to"] == "+15005550006"
+
+
+async def test_a_repeated_mid_queues_one_message_and_gets_the_first_answer_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with running_gateway(database_url, tmp_path) as gw:
+        payload = {"source": "SMSRLY", "destination": "+15005550006", "text": "Once", "mid": MID}
+        first = await gw.client.post(SINGLE, json=payload)
+        assert first.status_code == 200, first.text
+        # CleverTap retrying after a timeout: the same request, the same answer, nothing new.
+        again = await gw.client.post(SINGLE, json=payload)
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()
+        assert again.headers["Idempotent-Replay"] == "true"
+        # The same mid naming another message is refused, not silently dropped.
+        changed = await gw.client.post(SINGLE, json={**payload, "text": "Twice"})
+        assert changed.status_code == 409, changed.text
+        assert MID in changed.json()["detail"]
+        # Messages without a mid are never deduplicated.
+        plain = {"source": "SMSRLY", "destination": "+15005550006", "text": "no mid"}
+        ids = {(await gw.client.post(SINGLE, json=plain)).json()["id"] for _ in range(2)}
+        assert len(ids) == 2
+        await gw.wait_for_status(first.json()["id"], "delivered")
+        listed = (await gw.client.get("/v1/messages", params={"to": "+15005550006"})).json()
+        bodies = sorted(m["body"] for m in listed["data"])
+        assert bodies == ["Once", "no mid", "no mid"]

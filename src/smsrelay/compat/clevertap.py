@@ -17,6 +17,8 @@ item's own value wins). `mid` is CleverTap's message id: it is kept as the messa
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +46,8 @@ from smsrelay.dispatch.intake import (
 from smsrelay.http_common import Problem, get_runtime, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.api_keys import ApiKey
+from smsrelay.store.errors import IdempotencyConflict
+from smsrelay.store.idempotency import IdempotencyRecord
 from smsrelay.store.messages import NewMessage, insert_messages
 from smsrelay.store.senders import SENDER_TYPES, list_senders
 from smsrelay.store.webhooks import get_webhook
@@ -207,6 +211,10 @@ async def _queue(runtime: Runtime, messages: list[NewMessage]) -> None:
         runtime.notify_dispatcher()
 
 
+# Idempotency keys of CleverTap mids (the native API's Idempotency-Key is at most 255).
+MID_KEY_PREFIX = "clevertap-mid:"
+MAX_IDEMPOTENCY_KEY = 255
+
 router = APIRouter(prefix=PREFIX, tags=["clevertap"])
 
 _MESSAGE_SCHEMA: dict[str, Any] = {
@@ -243,13 +251,20 @@ _MESSAGE_SCHEMA: dict[str, Any] = {
 )
 async def clevertap_send(
     request: Request,
-    _: ApiKey = Depends(require_api_key),
+    key: ApiKey = Depends(require_api_key),
     runtime: Runtime = Depends(get_runtime),
 ) -> JSONResponse:
-    """Queue one SMS from CleverTap; the answer carries our `id` beside CleverTap's `mid`."""
+    """Queue one SMS from CleverTap; the answer carries our `id` beside CleverTap's `mid`.
+
+    A request repeating a `mid` already queued (CleverTap retrying after a timeout) is
+    answered with the first answer and queues nothing; the same `mid` with different
+    content is refused with 409. `mid`s are remembered as idempotency keys are
+    (SMSRELAY_IDEMPOTENCY_KEY_HOURS), per API key.
+    """
     try:
         # JSON, or CleverTap's "key-value pair" parameters (a form).
-        message = parse_clevertap_message(await read_fields(request, max_bytes=MAX_SINGLE_BYTES))
+        fields = await read_fields(request, max_bytes=MAX_SINGLE_BYTES)
+        message = parse_clevertap_message(fields)
     except InboundRefused as exc:
         raise Problem(exc.status, exc.detail, errors=exc.errors) from exc
     if message.webhook_id and await _check_webhooks(runtime, {message.webhook_id}):
@@ -269,16 +284,47 @@ async def clevertap_send(
         raise Problem(
             422, "the message was not accepted; see errors", errors=_renamed(exc.errors)
         ) from exc
-    await _queue(runtime, [prepared])
-    return JSONResponse(
-        {
-            "status": "success",
-            "id": prepared.id,
-            "mid": message.mid,
-            "to": prepared.to,
-            "segments": prepared.segments,
-            "encoding": prepared.encoding,
-        }
+    answer = {
+        "status": "success",
+        "id": prepared.id,
+        "mid": message.mid,
+        "to": prepared.to,
+        "segments": prepared.segments,
+        "encoding": prepared.encoding,
+    }
+    record = _mid_record(key.id, message.mid, fields, answer)
+    try:
+        replay = await insert_messages(runtime.database, [prepared], idempotency=record)
+    except IdempotencyConflict as exc:
+        raise Problem(
+            409,
+            f"mid {message.mid!r} was already queued with a different message; a mid names "
+            "one message (CleverTap's $$MessageID)",
+        ) from exc
+    if replay is not None:
+        return JSONResponse(
+            replay.response, status_code=replay.status_code, headers={"Idempotent-Replay": "true"}
+        )
+    runtime.notify_dispatcher()
+    return JSONResponse(answer)
+
+
+def _mid_record(
+    api_key_id: int, mid: str | None, fields: Mapping[str, Any], answer: dict[str, Any]
+) -> IdempotencyRecord | None:
+    """The idempotency record that makes a CleverTap `mid` queue at most one message."""
+    if not mid:
+        return None
+    key = MID_KEY_PREFIX + mid
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        key = MID_KEY_PREFIX + "sha256:" + hashlib.sha256(mid.encode()).hexdigest()
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return IdempotencyRecord(
+        api_key_id=api_key_id,
+        key=key,
+        request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+        status_code=200,
+        response=answer,
     )
 
 
