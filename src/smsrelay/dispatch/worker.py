@@ -8,9 +8,10 @@ One pass for a connector is a pipeline of small named steps:
 
 Every connector with due messages is drained by its own task, so a slow or throttled
 provider never holds up the others. While one claim is sent and recorded, the next one is
-already being claimed (unlimited connectors only), so the database and the network overlap. Decisions (what a response means, when to retry, what
-to record) are pure functions in `connectors` and `dispatch.attempts`; this module only
-wires them to the database, the clock and the transport.
+already being claimed (unlimited connectors only), so the database and the network
+overlap. Decisions (what a response means, when to retry, what to record) are pure
+functions in `connectors` and `dispatch.attempts`; this module only wires them to the
+database, the clock and the transport.
 
 At-least-once: a message is marked `sent` only after the provider's answer is recorded. If
 a worker dies between the provider accepting a request and the record being committed,
