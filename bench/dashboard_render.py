@@ -2,7 +2,8 @@
 
 Run `python bench/dashboard_render.py [--messages N] [--keep PATH]`; prints, per page, the
 median and worst of several requests in milliseconds (after one warm-up request), against
-`smsrelay serve` in a child process on 127.0.0.1 (no dispatcher, so nothing is sent). The budget is 300 ms.
+`smsrelay serve` in a child process on 127.0.0.1 (no dispatcher, so nothing is sent). The
+budget is 300 ms.
 
 The database is filled with Core executemany: messages spread over the last 30 days across
 three connectors, four senders and twenty campaigns (with their campaign rows), with
