@@ -9,15 +9,13 @@ the API and the CLI: an audience file is too big for a dashboard form to carry w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import func, select
 
-from smsrelay.dashboard.delivery_stats import connector_names
+from smsrelay.dashboard.delivery_stats import campaign_counts, connector_names
 from smsrelay.dashboard.pages import Page, PageDep
 from smsrelay.store.campaigns import (
     FINISHED,
@@ -30,9 +28,7 @@ from smsrelay.store.campaigns import (
     pause_campaign,
     resume_campaign,
 )
-from smsrelay.store.database import Database
-from smsrelay.store.stats import ACCEPTED, StatsFilter, StatusCounts, message_stats
-from smsrelay.store.tables import messages
+from smsrelay.store.stats import StatsFilter, StatusCounts, message_stats
 
 router = APIRouter(prefix="/campaigns")
 PAGE_SIZE = 50
@@ -45,27 +41,6 @@ CREATE_COMMAND = (
     "smsrelay campaigns create --name spring-sale --audience audience.csv "
     '--body "Hi {{params.first_name}}, 20% off this week" --sender promo'
 )
-_ACCEPTED = frozenset(s.value for s in ACCEPTED)
-
-
-async def campaign_counts(db: Database, campaign_ids: Sequence[str]) -> dict[str, StatusCounts]:
-    """The counts of each campaign's messages by status (every id present, maybe empty)."""
-    found: dict[str, StatusCounts] = {campaign_id: StatusCounts() for campaign_id in campaign_ids}
-    if not campaign_ids:
-        return found
-    query = (
-        select(
-            messages.c.campaign_id, messages.c.status, func.count(), func.sum(messages.c.segments)
-        )
-        .where(messages.c.campaign_id.in_(list(campaign_ids)))
-        .group_by(messages.c.campaign_id, messages.c.status)
-    )
-    async with db.connect() as conn:
-        for campaign_id, status, number, segments in await conn.execute(query):
-            sent_segments = int(segments or 0) if status in _ACCEPTED else 0
-            piece = StatusCounts({status: int(number)}, sent_segments)
-            found[campaign_id] = found[campaign_id].merged(piece)
-    return found
 
 
 def progress_percent(record: CampaignRecord) -> float:

@@ -39,6 +39,7 @@ __all__ = [
     "Scope",
     "StatusCounts",
     "analyse",
+    "campaign_counts",
     "connector_health",
     "totals",
 ]
@@ -64,10 +65,6 @@ class Scope:
         if self.campaign_id is not None:
             where.append(messages.c.campaign_id == self.campaign_id)
         return where
-
-
-def _counts(status: str, number: int, segments: int | None) -> StatusCounts:
-    return StatusCounts({status: int(number)}, int(segments or 0) if status in _ACCEPTED else 0)
 
 
 def _day_slices(scope: Scope) -> list[tuple[str, datetime, datetime]]:
@@ -259,11 +256,31 @@ async def totals(db: Database, scope: Scope) -> tuple[StatusCounts, list[tuple[s
         .where(*scope.conditions())
         .group_by(messages.c.status)
     )
-    counts = StatusCounts()
+    tally = _Tally()
     async with db.connect() as conn:
         for status, number, segments in await conn.execute(query):
-            counts = counts.merged(_counts(status, number, segments))
-    return counts, await _reasons(db, scope, 5)
+            tally.add(status, number, segments)
+    return tally.counts(), await _reasons(db, scope, 5)
+
+
+async def campaign_counts(db: Database, campaign_ids: Sequence[str]) -> dict[str, StatusCounts]:
+    """The counts of each campaign's messages by status (every id present, maybe empty)."""
+    tallies = {campaign_id: _Tally() for campaign_id in campaign_ids}
+    if campaign_ids:
+        query = (
+            select(
+                messages.c.campaign_id,
+                messages.c.status,
+                func.count(),
+                func.sum(messages.c.segments),
+            )
+            .where(messages.c.campaign_id.in_(list(campaign_ids)))
+            .group_by(messages.c.campaign_id, messages.c.status)
+        )
+        async with db.connect() as conn:
+            for campaign_id, status, number, segments in await conn.execute(query):
+                tallies[campaign_id].add(status, number, segments)
+    return {campaign_id: tally.counts() for campaign_id, tally in tallies.items()}
 
 
 # ---------------------------------------------------------------- connector health
@@ -283,7 +300,7 @@ async def connector_health(
 ) -> dict[int, ConnectorHealth]:
     """Each connector's last `hours`: figures and latest failure reason, by connector id."""
     since = now - timedelta(hours=hours)
-    counts: dict[int, StatusCounts] = {}
+    tallies: dict[int, _Tally] = {}
     query = (
         select(
             messages.c.connector_id, messages.c.status, func.count(), func.sum(messages.c.segments)
@@ -294,10 +311,7 @@ async def connector_health(
     health: dict[int, ConnectorHealth] = {}
     async with db.connect() as conn:
         for connector_id, status, number, segments in await conn.execute(query):
-            piece = _counts(status, number, segments)
-            counts[connector_id] = (
-                counts[connector_id].merged(piece) if connector_id in counts else piece
-            )
+            tallies.setdefault(connector_id, _Tally()).add(status, number, segments)
         for connector_id in connector_ids:
             # The newest failures first, within the window (the created_at index bounds it).
             row = (
@@ -311,7 +325,7 @@ async def connector_health(
                 )
             ).first()
             health[connector_id] = ConnectorHealth(
-                counts.get(connector_id, StatusCounts()),
+                tallies.get(connector_id, _Tally()).counts(),
                 row.failure_reason if row else None,
                 row.updated_at if row else None,
             )
