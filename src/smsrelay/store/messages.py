@@ -6,14 +6,11 @@ names are re-exported here so callers can import every message operation from on
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -418,24 +415,6 @@ class _KeyTaken(Exception):
     pass
 
 
-# SQLite has one writer at a time. Intake requests of one process queue for it here, so
-# the next starts the moment the last commits, instead of in SQLite's busy handler, which
-# sleeps up to 100 ms between tries (two batches in flight were slower than one).
-_sqlite_writers: weakref.WeakKeyDictionary[
-    Database, tuple[asyncio.AbstractEventLoop, asyncio.Lock]
-] = weakref.WeakKeyDictionary()
-
-
-def _writer_turn(db: Database) -> asyncio.Lock | contextlib.nullcontext[None]:
-    if not db.is_sqlite:
-        return contextlib.nullcontext()
-    loop = asyncio.get_running_loop()
-    found = _sqlite_writers.get(db)
-    if found is None or found[0] is not loop:
-        found = _sqlite_writers[db] = (loop, asyncio.Lock())
-    return found[1]
-
-
 async def insert_messages(
     db: Database,
     new_messages: Sequence[NewMessage],
@@ -451,7 +430,7 @@ async def insert_messages(
     # A key can vanish between our failed claim and the lookup (pruned): claim again.
     for _ in range(3):
         try:
-            async with _writer_turn(db), db.transaction() as conn:
+            async with db.transaction() as conn:
                 if idempotency is not None and not await claim_idempotency_key(
                     db, conn, idempotency
                 ):
