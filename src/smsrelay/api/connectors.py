@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,9 +18,12 @@ from smsrelay.connectors.presets import (
     get_preset,
     list_presets,
 )
-from smsrelay.connectors.redaction import redact_request
-from smsrelay.connectors.rendering import RenderEnvironment, compile_connector, render_request
 from smsrelay.connectors.text_encoding import analyse_text
+from smsrelay.dispatch.connector_trials import (
+    TEST_WAIT_SECONDS,
+    preview_trace,
+    send_test_message,
+)
 from smsrelay.http_common import Problem, get_runtime, not_found, require_api_key
 from smsrelay.runtime import Runtime
 from smsrelay.store.connectors import (
@@ -34,15 +36,7 @@ from smsrelay.store.connectors import (
     save_connector,
 )
 from smsrelay.store.errors import ConnectorInUse
-from smsrelay.store.messages import (
-    MessageEvent,
-    MessageRecord,
-    NewMessage,
-    get_message,
-    insert_messages,
-    new_message_id,
-)
-from smsrelay.store.timestamps import utc_now
+from smsrelay.store.messages import new_message_id
 
 router = APIRouter(
     prefix="/v1/connectors", tags=["connectors"], dependencies=[Depends(require_api_key)]
@@ -230,19 +224,18 @@ def preview_request(
     definition: ConnectorDefinition, message: OutboundMessage, callback_url: str
 ) -> dict[str, Any]:
     """Render the request for one message, secrets redacted; RenderError becomes a 422."""
-    compiled = compile_connector(definition)
-    env = RenderEnvironment(
-        secrets=definition.secrets, callback_url=callback_url, access_token="***"
-    )
     try:
-        request = render_request(compiled, [message], env)
+        return preview_trace(definition, message, callback_url)
     except RenderError as exc:
-        raise Problem(
-            422,
-            f"the message cannot be rendered with this connector: {exc.detail}",
-            errors=[FieldError("", exc.reason)],
-        ) from exc
-    return redact_request(request, definition.secrets).as_trace()
+        raise _unrenderable(exc) from exc
+
+
+def _unrenderable(exc: RenderError) -> Problem:
+    return Problem(
+        422,
+        f"the message cannot be rendered with this connector: {exc.detail}",
+        errors=[FieldError("", exc.reason)],
+    )
 
 
 @router.post("/{name}/preview")
@@ -266,9 +259,6 @@ async def preview(
     }
 
 
-TEST_WAIT_SECONDS = 20.0
-
-
 @router.post(
     "/{name}/test",
     responses={504: {"description": "No dispatcher sent the test message in time"}},
@@ -286,71 +276,34 @@ async def send_test(
     outbound = sample_outbound(
         sample, message_id=message_id, default_region=runtime.settings.default_region
     )
-    preview_request(stored.definition, outbound, runtime.callback_url(stored.dlr_token))
-    text = analyse_text(sample.body or "")
-    new = NewMessage(
-        id=message_id,
-        connector_id=stored.id,
-        to=outbound.to,
-        created_at=utc_now(),
-        body=sample.body,
-        sender_id=sample.sender,
-        template_id=sample.template_id,
-        template_variables=tuple(sample.template_variables),
-        entity_id=sample.entity_id,
-        campaign_id=sample.campaign_id,
-        params=dict(sample.params),
-        segments=text.segments,
-        encoding=text.encoding,
-    )
-    await insert_messages(runtime.database, [new])
-    runtime.notify_dispatcher()
-    attempt = await _first_attempt(runtime, message_id)
-    if attempt is None:
+    try:
+        result = await send_test_message(
+            runtime.database,
+            stored,
+            outbound,
+            callback_url=runtime.callback_url(stored.dlr_token),
+            notify=runtime.notify_dispatcher,
+        )
+    except RenderError as exc:
+        raise _unrenderable(exc) from exc
+    if result.timed_out:
         raise Problem(
             504,
             f"no dispatcher sent the test message {message_id} within {TEST_WAIT_SECONDS:.0f} s; "
             "is `smsrelay serve` (with its dispatcher) or `smsrelay worker` running?",
             extra={"message_id": message_id},
         )
-    record, event = attempt
-    detail = dict(event.detail or {})
-    outcome = str(detail.get("outcome", ""))
-    verdicts = {"sent": "accepted", "retry": "retry", "failed": "rejected"}
     return {
         "message_id": message_id,
-        "status": record.status.value,
-        "verdict": verdicts.get(outcome, outcome),
-        "provider_ids": detail.get("provider_ids", []),
-        "error": detail.get("error"),
-        "summary": detail.get("summary"),
-        "elapsed_ms": detail.get("elapsed_ms"),
-        "request": detail.get("request"),
-        "response": detail.get("response"),
+        "status": result.status,
+        "verdict": result.verdict,
+        "provider_ids": result.provider_ids,
+        "error": result.error,
+        "summary": result.summary,
+        "elapsed_ms": result.elapsed_ms,
+        "request": result.request,
+        "response": result.response,
     }
-
-
-async def _first_attempt(
-    runtime: Runtime, message_id: str
-) -> tuple[MessageRecord, MessageEvent] | None:
-    deadline = asyncio.get_running_loop().time() + TEST_WAIT_SECONDS
-    while asyncio.get_running_loop().time() < deadline:
-        record = await get_message(runtime.database, message_id)
-        if record is not None:
-            for event in record.events:
-                if event.kind == "attempt":
-                    return record, event
-            if record.status.value in ("failed", "canceled"):
-                failure = MessageEvent(
-                    id=0,
-                    at=record.updated_at,
-                    kind="attempt",
-                    status=record.status.value,
-                    detail={"outcome": "failed", "error": record.failure_reason},
-                )
-                return record, failure
-        await asyncio.sleep(0.05)
-    return None
 
 
 presets_router = APIRouter(
