@@ -156,3 +156,34 @@ async def test_a_repeated_mid_queues_one_message_and_gets_the_first_answer_again
         listed = (await gw.client.get("/v1/messages", params={"to": "+15005550006"})).json()
         bodies = sorted(m["body"] for m in listed["data"])
         assert bodies == ["Once", "no mid", "no mid"]
+
+
+async def test_a_repeated_batch_of_mids_queues_once_and_gets_the_first_answer_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with running_gateway(database_url, tmp_path) as gw:
+        records = [
+            {"destination": "+15005550006", "text": "one", "mid": "b-1"},
+            {"destination": "not a number", "text": "bad", "mid": "b-2"},
+            {"destination": "+15005550006", "text": "three", "mid": "b-3"},
+        ]
+        payload = {"source": "SMSRLY", "msgs": records}
+        first = await gw.client.post(BATCH, json=payload)
+        assert first.status_code == 200, first.text
+        assert first.json()["status"] == "partial"
+        again = await gw.client.post(BATCH, json=payload)
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()
+        assert again.headers["Idempotent-Replay"] == "true"
+        # The same mids carrying other messages are refused, not silently dropped.
+        changed = {"source": "SMSRLY", "msgs": [{**records[0], "text": "other"}, *records[1:]]}
+        refused = await gw.client.post(BATCH, json=changed)
+        assert refused.status_code == 409, refused.text
+        # A batch with a record without a mid is never deduplicated.
+        plain = {"msgs": [{"destination": "+15005550006", "text": "no mid"}]}
+        ids = {
+            (await gw.client.post(BATCH, json=plain)).json()["accepted"][0]["id"] for _ in range(2)
+        }
+        assert len(ids) == 2
+        listed = (await gw.client.get("/v1/messages", params={"to": "+15005550006"})).json()
+        assert sorted(m["body"] for m in listed["data"]) == ["no mid", "no mid", "one", "three"]

@@ -48,7 +48,7 @@ from smsrelay.runtime import Runtime
 from smsrelay.store.api_keys import ApiKey
 from smsrelay.store.errors import IdempotencyConflict
 from smsrelay.store.idempotency import IdempotencyRecord
-from smsrelay.store.messages import NewMessage, insert_messages
+from smsrelay.store.messages import insert_messages
 from smsrelay.store.senders import SENDER_TYPES, list_senders
 from smsrelay.store.webhooks import get_webhook
 
@@ -205,14 +205,10 @@ def _unknown_webhook(webhook_id: str) -> str:
     )
 
 
-async def _queue(runtime: Runtime, messages: list[NewMessage]) -> None:
-    if messages:
-        await insert_messages(runtime.database, messages)
-        runtime.notify_dispatcher()
-
-
 # Idempotency keys of CleverTap mids (the native API's Idempotency-Key is at most 255).
 MID_KEY_PREFIX = "clevertap-mid:"
+# ... and of batches, by the sha256 of their list of mids.
+BATCH_KEY_PREFIX = "clevertap-batch:"
 MAX_IDEMPOTENCY_KEY = 255
 
 router = APIRouter(prefix=PREFIX, tags=["clevertap"])
@@ -355,12 +351,18 @@ def _mid_record(
 )
 async def clevertap_send_batch(
     request: Request,
-    _: ApiKey = Depends(require_api_key),
+    key: ApiKey = Depends(require_api_key),
     runtime: Runtime = Depends(get_runtime),
 ) -> JSONResponse:
-    """Queue up to 1000 messages; each is accepted or rejected alone, by index and `mid`."""
+    """Queue up to 1000 messages; each is accepted or rejected alone, by index and `mid`.
+
+    A batch whose every record has a `mid`, repeating a batch of the same `mid`s already
+    queued (CleverTap retrying after a timeout), is answered with the first answer and
+    queues nothing; the same `mid`s with different content are refused with 409.
+    """
     try:
-        items = batch_items(await read_json_body(request, max_bytes=MAX_BATCH_BYTES))
+        document = await read_json_body(request, max_bytes=MAX_BATCH_BYTES)
+        items = batch_items(document)
     except InboundRefused as exc:
         raise Problem(exc.status, exc.detail, errors=exc.errors) from exc
     rejected: dict[int, dict[str, Any]] = {}
@@ -415,7 +417,6 @@ async def clevertap_send_batch(
             "mid": message.mid,
             "errors": _error_list(_renamed(errors, f"{BATCH_KEY}[{index}].")),
         }
-    await _queue(runtime, [m for _, m in accepted])
     accepted_view = [
         {
             "index": requests[position][0],
@@ -433,7 +434,45 @@ async def clevertap_send_batch(
     if not accepted:
         # CleverTap counts a 2xx answer as sent: a batch with nothing queued must not be one.
         raise Problem(422, "no message of the batch was accepted; see rejected", extra=answer)
+    record = _batch_record(key.id, items, document, answer)
+    try:
+        replay = await insert_messages(
+            runtime.database, [m for _, m in accepted], idempotency=record
+        )
+    except IdempotencyConflict as exc:
+        raise Problem(
+            409,
+            "a batch of the same mids was already queued with different messages; a mid "
+            "names one message (CleverTap's $$MessageID)",
+        ) from exc
+    if replay is not None:
+        return JSONResponse(
+            replay.response, status_code=replay.status_code, headers={"Idempotent-Replay": "true"}
+        )
+    runtime.notify_dispatcher()
     return JSONResponse(answer)
+
+
+def _batch_record(
+    api_key_id: int, items: Sequence[Any], document: Any, answer: dict[str, Any]
+) -> IdempotencyRecord | None:
+    """The idempotency record that makes a repeated batch of `mid`s queue nothing new.
+
+    Only for batches whose every record has a `mid`: without one, two equal batches may
+    well be two sends. The key is the list of `mid`s; the request hash the whole document.
+    """
+    mids = [item.get("mid") if isinstance(item, dict) else None for item in items]
+    if not mids or not all(isinstance(mid, str) and mid for mid in mids):
+        return None
+    listed = hashlib.sha256("\n".join(str(mid) for mid in mids).encode()).hexdigest()
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return IdempotencyRecord(
+        api_key_id=api_key_id,
+        key=BATCH_KEY_PREFIX + listed,
+        request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+        status_code=200,
+        response=answer,
+    )
 
 
 __all__ = [
