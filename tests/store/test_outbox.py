@@ -324,6 +324,53 @@ async def test_a_batch_history_reads_as_if_each_message_stored_its_own_trace(
     )
 
 
+async def test_one_request_with_messages_in_different_states_keeps_each_ones_history(
+    database: Database, connector: StoredConnector
+) -> None:
+    # The group commit works a request's effect out once per state: messages of one
+    # request in other states (another worker's lease, recorded twice) still get their own.
+    ids = await queue(database, connector, 6)
+    await claim(database, connector, limit=4)
+    await claim(database, connector, worker="w2", limit=2)
+    at = NOW + timedelta(seconds=1)
+    trace = {"batch_size": 6}
+    records = [
+        AttemptRecord(ids[0], "sent", provider_ids=("p-0",), detail=trace, at=at),
+        AttemptRecord(ids[1], "sent", provider_ids=("p-1",), detail=trace, at=at),
+        AttemptRecord(ids[2], "sent", detail=trace, at=at),
+        AttemptRecord(ids[3], "sent", provider_ids=("p-3",), detail=trace, at=at),
+        AttemptRecord(ids[3], "sent", provider_ids=("p-3b",), detail=trace, at=at),
+        AttemptRecord(ids[4], "retry", error="HTTP 503", detail=trace, at=at),
+    ]
+    await record_attempts(database, records, worker_id="w1")
+    async with database.connect() as conn:
+        rows = await conn.execute(select(messages.c.id, messages.c.lease_owner))
+        owners = {row.id: row.lease_owner for row in rows}
+
+    for n, found in ((0, ["p-0"]), (1, ["p-1"]), (2, None)):
+        message = await get_message(database, ids[n])
+        assert message is not None
+        assert (message.status, message.attempts, owners[ids[n]]) == (S.SENT, 1, None)
+        own = {"attempt": 1, "outcome": "sent"} | ({"provider_ids": found} if found else {})
+        assert [e.detail for e in message.events] == [{**own, **trace}, {"from": "sending"}]
+    twice = await get_message(database, ids[3])
+    assert twice is not None
+    assert (twice.status, twice.attempts) == (S.SENT, 2)
+    assert [(e.kind, e.detail) for e in twice.events] == [
+        ("attempt", {"attempt": 1, "outcome": "sent", "provider_ids": ["p-3"], **trace}),
+        ("status", {"from": "sending"}),
+        ("attempt", {"attempt": 2, "outcome": "sent", "provider_ids": ["p-3b"], **trace}),
+    ]
+    # Another worker holds the lease: the attempt counts, the message stays with it.
+    other = await get_message(database, ids[4])
+    assert other is not None
+    assert (other.status, other.attempts, owners[ids[4]]) == (S.SENDING, 1, "w2")
+    assert [e.detail for e in other.events] == [
+        {"attempt": 1, "outcome": "retry", "error": "HTTP 503", **trace}
+    ]
+    assert await statuses(database, ids[5:]) == ["sending"]
+
+
 async def test_many_different_results_are_recorded_as_one_at_a_time(
     database: Database, connector: StoredConnector
 ) -> None:

@@ -9,13 +9,14 @@ group commit: one transaction and a handful of executemany statements for many m
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Integer, bindparam, exists, insert, select, union, update
+from sqlalchemy import Integer, bindparam, exists, insert, literal_column, select, union, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -157,16 +158,29 @@ def _claim_postgresql(dialect: str) -> Any:
         update(messages)
         .where(messages.c.id == locked.c.id)
         .values(_LEASE_VALUES)
-        .returning(messages.c.id, locked.c.previous_status, locked.c.due_at, *_CLAIM_COLUMNS[1:])
+        .returning(
+            messages.c.id,
+            locked.c.previous_status,
+            locked.c.due_at,
+            *_CLAIM_COLUMNS[1:],
+            messages.c.id,  # the row's address, as SQLite's claim has its rowid
+        )
     )
+
+
+def _address(dialect: Dialect) -> Any:
+    """The column a message is updated by once found: SQLite's rowid (the string primary
+    key would take one more index search per row), PostgreSQL's primary key."""
+    return literal_column("messages.rowid") if dialect == "sqlite" else messages.c.id
 
 
 # Compiled once per dialect (store.bulk_sql): a claim is three statements whatever its size.
-_SELECT_DUE = DriverStatement(lambda d: _due_selection(d).add_columns(*_CLAIM_COLUMNS[1:]))
+# SQLite only: each row ends with its rowid, which the lease is written by.
+_SELECT_DUE = DriverStatement(
+    lambda d: _due_selection(d).add_columns(*_CLAIM_COLUMNS[1:], _address(d))
+)
 _LEASE_PICKED = DriverStatement(
-    lambda d: (
-        update(messages).where(id_list_condition(messages.c.id, "ids", d)).values(_LEASE_VALUES)
-    )
+    lambda d: update(messages).where(id_list_condition(_address(d), "ids", d)).values(_LEASE_VALUES)
 )
 _CLAIM_LOCKED = DriverStatement(_claim_postgresql)
 
@@ -205,7 +219,7 @@ async def claim_due_messages(
             # BEGIN IMMEDIATE holds the write lock: nothing changes between select and update.
             picked = await _SELECT_DUE.fetch(conn, db, values)
             if picked:
-                ids = json.dumps([row[0] for row in picked])
+                ids = json.dumps([row[-1] for row in picked])
                 await _LEASE_PICKED.execute(conn, db, {**values, "ids": ids})
         else:
             picked = await _CLAIM_LOCKED.fetch(conn, db, values)
@@ -234,8 +248,42 @@ async def _accepted_before(conn: AsyncConnection, claimed: Sequence[ClaimedMessa
     return found
 
 
+def _builder(cls: type[Any]) -> Callable[..., Any]:
+    """A constructor of a frozen slots dataclass (its fields in order) without `__init__`.
+
+    A frozen dataclass sets each field through `object.__setattr__`, which made building a
+    claim's messages (two objects, 27 fields, per row) cost more than reading the rows. This
+    sets the slots directly; defaults and default factories apply as in `__init__`.
+    """
+    fields = dataclasses.fields(cls)
+    if hasattr(cls, "__post_init__") or not all(f.name in cls.__slots__ for f in fields):
+        raise TypeError(f"{cls.__name__} is not a slots dataclass without __post_init__")
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls, "MISSING": dataclasses.MISSING}
+    params, body = [], []
+    for n, f in enumerate(fields):
+        scope[f"set{n}"] = cls.__dict__[f.name].__set__
+        if f.default is not dataclasses.MISSING:
+            scope[f"default{n}"] = f.default
+            params.append(f"{f.name}=default{n}")
+        elif f.default_factory is not dataclasses.MISSING:
+            scope[f"factory{n}"] = f.default_factory
+            params.append(f"{f.name}=MISSING")
+            body.append(f" if {f.name} is MISSING: {f.name} = factory{n}()")
+        else:
+            params.append(f.name)
+        body.append(f" set{n}(obj, {f.name})")
+    source = f"def build({', '.join(params)}):\n obj = new(cls)\n" + "\n".join(body)
+    exec(source + "\n return obj\n", scope)
+    build: Callable[..., Any] = scope["build"]
+    return build
+
+
+_new_outbound = _builder(OutboundMessage)
+_new_claimed = _builder(ClaimedMessage)
+
+
 def _claimed(row: tuple[Any, ...], codec: Codec, expires: datetime) -> ClaimedMessage:
-    # Columns: id, previous_status, due_at, then _CLAIM_COLUMNS[1:].
+    # Columns: id, previous_status, due_at, _CLAIM_COLUMNS[1:], the row's address.
     (
         message_id,
         previous_status,
@@ -253,45 +301,70 @@ def _claimed(row: tuple[Any, ...], codec: Codec, expires: datetime) -> ClaimedMe
         segments,
         encoding,
         held_since,
+        _row_address,
     ) = row
     # SQLite gives JSON as text (NULL as None); PostgreSQL's driver has decoded it.
-    if template_variables is not None:
-        template_variables = tuple(codec.read_json(template_variables))
-    if params is not None:
-        params = dict(codec.read_json(params))
-    outbound = OutboundMessage(
+    template_variables = (
+        () if template_variables is None else tuple(codec.read_json(template_variables))
+    )
+    params = {} if params is None else dict(codec.read_json(params))
+    outbound = _new_outbound(
         message_id=message_id,
         to=to,
         body=body,
         sender=sender_id,
         template_id=template_id,
-        template_variables=template_variables or (),
+        template_variables=template_variables,
         entity_id=entity_id,
         campaign_id=campaign_id,
-        params=params or {},
+        params=params,
     )
-    return ClaimedMessage(
-        id=message_id,
-        connector_id=connector_id,
-        to=to,
-        body=body,
-        sender_id=sender_id,
-        template_id=template_id,
-        template_variables=outbound.template_variables,
-        entity_id=entity_id,
-        campaign_id=campaign_id,
-        params=outbound.params,
-        attempts=attempts,
-        segments=segments,
-        encoding=encoding,
-        previous_status=_STATUSES[previous_status],
-        accepted_before=False,
-        lease_expires_at=expires,
-        held_since=None if held_since is None else codec.read_timestamp(held_since),
-        outbound=outbound,
+    # Positional, in field order (checked below _claimed): a third cheaper than keywords.
+    claimed: ClaimedMessage = _new_claimed(
+        message_id,
+        connector_id,
+        to,
+        body,
+        sender_id,
+        template_id,
+        template_variables,
+        entity_id,
+        campaign_id,
+        params,
+        attempts,
+        segments,
+        encoding,
+        _STATUSES[previous_status],
+        False,
+        expires,
+        None if held_since is None else codec.read_timestamp(held_since),
+        outbound,
     )
+    return claimed
 
 
+_CLAIMED_FIELDS = (
+    "id",
+    "connector_id",
+    "to",
+    "body",
+    "sender_id",
+    "template_id",
+    "template_variables",
+    "entity_id",
+    "campaign_id",
+    "params",
+    "attempts",
+    "segments",
+    "encoding",
+    "previous_status",
+    "accepted_before",
+    "lease_expires_at",
+    "held_since",
+    "outbound",
+)
+if tuple(f.name for f in dataclasses.fields(ClaimedMessage)) != _CLAIMED_FIELDS:
+    raise TypeError("ClaimedMessage's fields changed: update _claimed")
 _STATUSES = {status.value: status for status in MessageStatus}
 
 
@@ -359,23 +432,89 @@ class _MessageState:
 
     Timestamps stay in the driver's form (SQLite text) unless a record sets them: most are
     written back untouched, and only their presence is ever tested.
+
+    `key` identifies the values (the row as read, or the values a shared effect left) while
+    they are shared with other messages: `_own` gives the message a copy before it is changed
+    on its own. The values dict is only built when asked for.
     """
 
-    __slots__ = ("connector_id", "id", "values")
+    __slots__ = ("_codec", "_values", "address", "connector_id", "id", "key")
 
     def __init__(self, row: tuple[Any, ...], codec: Codec) -> None:
-        values = dict(zip(_STATE_NAMES, row, strict=True))
-        if not codec.sqlite:
-            for name in _STATE_TIMESTAMPS:
-                if values.get(name) is not None:
-                    values[name] = codec.read_timestamp(values[name])
-        self.id: str = values.pop("id")
-        self.connector_id: int = values["connector_id"]
-        self.values: dict[str, Any] = values
+        # _LOCK_STATES: the _STATE_COLUMNS, then the row's address (see `_address`).
+        self.id: str = row[0]
+        self.connector_id: int = row[1]
+        self.key: tuple[Any, ...] | None = row[1:-1]
+        self.address: Any = row[-1]
+        self._values: dict[str, Any] | None = None
+        self._codec = codec
+
+    @property
+    def values(self) -> dict[str, Any]:
+        values = self._values
+        if values is None:
+            assert self.key is not None
+            values = self._values = dict(zip(_STATE_NAMES[1:], self.key, strict=True))
+            if not self._codec.sqlite:
+                for name in _STATE_TIMESTAMPS:
+                    if values.get(name) is not None:
+                        values[name] = self._codec.read_timestamp(values[name])
+        return values
 
     @property
     def status(self) -> MessageStatus:
         return _STATUSES[self.values["status"]]
+
+    def _own(self) -> _MessageState:
+        """This state with values of its own, to be changed in place."""
+        if self.key is not None:
+            self._values = dict(self.values)
+            self.key = None
+        return self
+
+    def _copy(self) -> _MessageState:
+        copy = _MessageState.__new__(_MessageState)
+        copy.id, copy.connector_id, copy.address = self.id, self.connector_id, self.address
+        copy.key, copy._codec = None, self._codec
+        copy._values = dict(self.values)
+        return copy
+
+
+@dataclass(slots=True)
+class _Effect:
+    """What a record did to a message, for every other message in the same state with an
+    equivalent record (one request's messages): new values shared, events as templates."""
+
+    key: tuple[Any, ...]
+    values: dict[str, Any]
+    # (event, attempt detail or None): copied per message, the message id put in.
+    templates: tuple[tuple[dict[str, Any], dict[str, Any] | None], ...]
+
+    def events(self, message_id: str, found_ids: tuple[str, ...]) -> list[dict[str, Any]]:
+        made = []
+        for template, attempt in self.templates:
+            event = template.copy()
+            event["message_id"] = message_id
+            if attempt is not None:
+                detail = event["detail"] = attempt.copy()
+                if found_ids:
+                    detail["provider_ids"] = list(found_ids)
+            made.append(event)
+        return made
+
+
+def _shared_effect(
+    state: _MessageState, record: AttemptRecord, worker_id: str
+) -> tuple[_Effect, list[dict[str, Any]]]:
+    """`_apply` (shared trace, no failover) on a copy of `state`: the effect and its events."""
+    changed = state._copy()
+    events = _apply(changed, record, worker_id, None, shared=True)
+    values = changed.values
+    templates = tuple(
+        (dict(event), dict(event["detail"]) if event["kind"] == "attempt" else None)
+        for event in events
+    )
+    return _Effect(tuple(values.values()), values, templates), events
 
 
 def _fails_over(
@@ -592,6 +731,9 @@ async def record_attempts(
         exchanges = {key: _Exchange(at, detail) for key, (at, detail) in _shared(records).items()}
         events: list[dict[str, Any]] = []
         new_provider_ids: list[tuple[Any, ...]] = []
+        # The messages of one request are in one state and get equivalent records: the
+        # effect is worked out once per (state, record) and shared.
+        effects: dict[tuple[Any, ...], _Effect] = {}
         for record in records:
             state = states.get(record.message_id)
             if state is None:
@@ -600,17 +742,41 @@ async def record_attempts(
             # A message's connector may change (failover): its route is good for one failure.
             route = routes.pop(record.message_id, None) if routes else None
             if exchange is None:
-                events.extend(_apply(state, record, worker_id, route))
+                events.extend(_apply(state._own(), record, worker_id, route))
+            elif route is None and state.key is not None:
+                # The request's trace is stored once, in its exchange row; a shared record's
+                # own detail is not used, its provider ids only in the attempt detail.
+                effect_key = (
+                    state.key,
+                    record.outcome,
+                    record.at,
+                    record.next_attempt_at,
+                    record.error,
+                    not record.provider_ids,
+                )
+                effect = effects.get(effect_key)
+                if effect is None:
+                    effect, made = _shared_effect(state, record, worker_id)
+                    effects[effect_key] = effect
+                else:
+                    made = effect.events(state.id, record.provider_ids)
+                state.key, state._values = effect.key, effect.values
+                events.extend(_share(made, exchange))
             else:
-                # The request's trace is stored once, in its exchange row.
                 events.extend(
-                    _share(_apply(state, record, worker_id, route, shared=True), exchange)
+                    _share(_apply(state._own(), record, worker_id, route, shared=True), exchange)
                 )
-            if record.provider_ids:
-                new_provider_ids.extend(
-                    (state.connector_id, provider_id, state.id, record.recipient)
-                    for provider_id in dict.fromkeys(record.provider_ids)
-                )
+            found_ids = record.provider_ids
+            if found_ids:
+                if len(found_ids) == 1:
+                    new_provider_ids.append(
+                        (state.connector_id, found_ids[0], state.id, record.recipient)
+                    )
+                else:
+                    new_provider_ids.extend(
+                        (state.connector_id, provider_id, state.id, record.recipient)
+                        for provider_id in dict.fromkeys(found_ids)
+                    )
         await _write_states(conn, db, codec, states.values())
         await _store_exchanges(conn, exchanges.values())
         for event in events:
@@ -673,23 +839,31 @@ async def _write_states(
     conn: AsyncConnection, db: Database, codec: Codec, states: Iterable[_MessageState]
 ) -> None:
     """Write the changed states back: one statement per set of identical rows, else per row."""
-    same: dict[tuple[Any, ...], list[str]] = {}
+    same: dict[tuple[Any, ...], list[_MessageState]] = {}
+    # States that share their values (a request's messages) share their row.
+    rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for state in states:
-        values = state.values
-        row = tuple(
-            codec.timestamp(values[name])
-            if name in _STATE_TIMESTAMPS and isinstance(values[name], datetime)
-            else values[name]
-            for name in _WRITTEN
-        )
-        same.setdefault(row, []).append(state.id)
+        key = state.key
+        row = rows.get(key) if key is not None else None
+        if row is None:
+            values = state.values
+            row = tuple(
+                codec.timestamp(values[name])
+                if name in _STATE_TIMESTAMPS and isinstance(values[name], datetime)
+                else values[name]
+                for name in _WRITTEN
+            )
+            if key is not None:
+                rows[key] = row
+        same.setdefault(row, []).append(state)
     single: list[tuple[Any, ...]] = []
-    for row, message_ids in same.items():
-        if len(message_ids) >= _SAME_VALUES_MIN:
+    for row, group in same.items():
+        if len(group) >= _SAME_VALUES_MIN:
             bound = dict(zip(_BOUND_NAMES, row, strict=True))
-            await _UPDATE_STATES.execute(conn, db, {**bound, "ids": _id_list(db, message_ids)})
+            addresses = [state.address for state in group]
+            await _UPDATE_STATES.execute(conn, db, {**bound, "ids": _id_list(db, addresses)})
         else:
-            single.extend((message_id, *row) for message_id in message_ids)
+            single.extend((state.id, *row) for state in group)
     await _UPDATE_STATE.execute_rows(conn, db, ("b_id", *_BOUND_NAMES), single)
 
 
@@ -732,14 +906,14 @@ async def _insert_events(
         await _INSERT_EVENT.execute_rows(conn, db, _EVENT_FIELDS, single)
 
 
-def _id_list(db: Database, ids: Sequence[str]) -> Any:
+def _id_list(db: Database, ids: Sequence[Any]) -> Any:
     # One bound parameter for a whole list (store.bulk_sql.id_list_condition).
     return json.dumps(list(ids)) if db.is_sqlite else list(ids)
 
 
 _LOCK_STATES = DriverStatement(
     lambda d: (
-        select(*_STATE_COLUMNS)
+        select(*_STATE_COLUMNS, _address(d))
         .where(id_list_condition(messages.c.id, "ids", d))
         .order_by(messages.c.id)
         .with_for_update()
@@ -752,9 +926,7 @@ _UPDATE_STATE = DriverStatement(
     many=True,
 )
 _UPDATE_STATES = DriverStatement(
-    lambda d: (
-        update(messages).where(id_list_condition(messages.c.id, "ids", d)).values(_STATE_VALUES)
-    )
+    lambda d: update(messages).where(id_list_condition(_address(d), "ids", d)).values(_STATE_VALUES)
 )
 _INSERT_EVENT = DriverStatement(
     lambda _d: insert(message_events),

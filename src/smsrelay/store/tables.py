@@ -195,6 +195,8 @@ provider_ids = Table(
     Column("recipient", String(32)),
     # Leading columns (connector_id, provider_id) are the DLR lookup.
     PrimaryKeyConstraint("connector_id", "provider_id", "message_id"),
+    # SQLite: the rows live in the primary key's B-tree, no separate rowid table (0009).
+    sqlite_with_rowid=False,
 )
 Index("ix_provider_ids_message_id", provider_ids.c.message_id)
 
