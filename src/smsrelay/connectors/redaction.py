@@ -64,20 +64,71 @@ def redact_text(text: str, secrets: Iterable[str]) -> str:
     values = tuple(secret for secret in secrets if secret)
     if not values:
         return text
-    if len(text) <= _CACHED_TEXT_CHARS:
-        # Header values and short answers repeat request after request: remember them.
-        return _redact_short_text(text, values)
-    return _replace_all(_mask_base64_runs(text, values), _spellings(values))
+    return redactor(values).text(text)
+
+
+def redact_body(body: bytes, secrets: Iterable[str]) -> bytes:
+    """A request body with every spelling of each non-empty secret replaced by `***`
+    (the body part of `redact_request`)."""
+    values = tuple(secret for secret in secrets if secret)
+    if not values:
+        return body
+    return redactor(values).body(body)
 
 
 # Redacting is a pure function of the text and the secrets; the dispatcher redacts the same
 # short texts (`application/json`, `keep-alive`) for every request it sends.
 _CACHED_TEXT_CHARS = 128
+_CACHED_TEXTS = 1024
 
 
-@functools.lru_cache(maxsize=4096)
-def _redact_short_text(text: str, secrets: tuple[str, ...]) -> str:
-    return _replace_all(_mask_base64_runs(text, secrets), _spellings(secrets))
+class Redactor:
+    """Redaction for one set of secrets (a connector's), with what it needs worked out once:
+    the spellings (as text and as UTF-8) and the short texts already redacted."""
+
+    __slots__ = ("_encoded", "_memo", "secrets", "spellings")
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self.secrets = tuple(secret for secret in secrets if secret)
+        self.spellings = _spellings_of(self.secrets)
+        self._encoded = tuple(
+            (spelling.encode("utf-8", "surrogatepass"), MASK.encode())
+            for spelling in self.spellings
+        )
+        self._memo: dict[str, str] = {}
+
+    def text(self, text: str) -> str:
+        """`redact_text(text, secrets)`."""
+        if not self.spellings:
+            return text
+        memo = self._memo
+        found = memo.get(text)
+        if found is not None:
+            return found
+        shown = text
+        if _BASE64_RUN.search(shown) is not None:
+            shown = _mask_base64_runs(shown, self.secrets)
+        shown = _replace_all(shown, self.spellings)
+        if len(text) <= _CACHED_TEXT_CHARS:
+            if len(memo) >= _CACHED_TEXTS:
+                memo.clear()
+            memo[text] = shown
+        return shown
+
+    def body(self, body: bytes) -> bytes:
+        """A request body with every spelling replaced (as `redact_request` does)."""
+        if not body:
+            return body
+        for spelling, mask in self._encoded:
+            if spelling in body:
+                body = body.replace(spelling, mask)
+        return body
+
+
+@functools.lru_cache(maxsize=64)
+def redactor(secrets: tuple[str, ...]) -> Redactor:
+    """The `Redactor` for these secrets (one per connector and token, kept)."""
+    return Redactor(secrets)
 
 
 def _spellings(secrets: Iterable[str]) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ Nothing here raises on a provider's bytes: a body that cannot be decoded is read
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import xml.etree.ElementTree as ElementTree
@@ -135,6 +136,21 @@ def parse_send_response(
     judged per message, so one batch can mix outcomes. `now` anchors an HTTP-date
     Retry-After (default: the current time).
     """
+    if message_count <= 1:
+        fast = _single_json_answer(spec, response, now)
+        if fast is not None:
+            return fast
+    return _general_verdict(spec, response, message_count, now=now)
+
+
+def _general_verdict(
+    spec: Response,
+    response: HttpResponse,
+    message_count: int,
+    *,
+    now: datetime | None = None,
+) -> SendVerdict:
+    """`parse_send_response` for every answer (the fast path's reference)."""
     count = max(1, message_count)
     body = decode_response_body(response)
     reader = _Reader(body, response.headers)
@@ -174,6 +190,144 @@ def parse_send_response(
         status=status,
         summary=_summary(status, results, retry_after, notes),
     )
+
+
+# ---------------------------------------------------------------- the common answer, fast
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the fast path may do with a `response` spec, worked out once per spec.
+
+    `fast` is False when the spec has a predicate or a `message_id` that is not a plain
+    path (names and `[*]` only): those answers go the general way. `success` holds every
+    status (0..999) that `success_status` matches. `names` are the steps of a `message_id`
+    made of names only (walked inline), else None (`message_id` finds the values).
+    """
+
+    spec: Response
+    fast: bool
+    success: frozenset[int]
+    message_id: ValuePath | None
+    names: tuple[str, ...] | None
+
+
+# Keyed by the spec's identity (a frozen model holding lists is not hashable); the spec is
+# kept in the plan, so an id is never reused while its entry exists.
+_PLANS: dict[int, _Plan] = {}
+_PLANS_MAX = 1024
+
+
+def _plan(spec: Response) -> _Plan:
+    plan = _PLANS.get(id(spec))
+    if plan is not None and plan.spec is spec:
+        return plan
+    path: ValuePath | None = None
+    names: tuple[str, ...] | None = None
+    fast = spec.success_when is None and spec.retry_when is None
+    if spec.message_id is not None:
+        try:
+            path = compile_value_path(spec.message_id)
+        except PathSyntaxError:
+            fast = False
+        else:
+            steps = path.steps if path.kind == "json" else None
+            if steps is None:
+                fast = False
+            elif None not in steps:
+                names = tuple(step for step in steps if step is not None)
+    plan = _Plan(
+        spec=spec,
+        fast=fast,
+        success=frozenset(s for s in range(1000) if _status_matches(s, spec.success_status)),
+        message_id=path,
+        names=names,
+    )
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[id(spec)] = plan
+    return plan
+
+
+@lru_cache(maxsize=256)
+def _reads_as_utf8(content_type: str) -> bool:
+    """Whether `_decode_text` decodes a body of this (lowercased) content type as UTF-8."""
+    match = re.search(r"charset\s*=\s*\"?([\w.:-]+)", content_type)
+    if match is None:
+        return True
+    try:
+        return codecs.lookup(match.group(1)).name == "utf-8"
+    except LookupError:
+        return True  # `_decode_text` falls back to UTF-8
+
+
+# `json.loads` without its wrapper: the same decoding, then only JSON whitespace may follow.
+_raw_decode = json.JSONDecoder().raw_decode
+_JSON_BLANKS = " \t\n\r"
+_ABSENT = object()
+
+
+def _single_json_answer(
+    spec: Response, response: HttpResponse, now: datetime | None
+) -> SendVerdict | None:
+    """The verdict for one message answered with a JSON object or array and a success
+    status, when no predicate is set and `message_id` is a plain path; None otherwise.
+
+    Exactly what the general path decides for such an answer (tests compare the two), with
+    no document wrapper, reader or notes.
+    """
+    plan = _plan(spec)
+    status = response.status
+    if not plan.fast or status not in plan.success:
+        return None
+    content_type = retry_after_header = None
+    for key, value in response.headers.items():
+        name = key.lower()
+        if name == "content-type":
+            if content_type is None:
+                content_type = value
+        elif name == "retry-after" and retry_after_header is None:
+            retry_after_header = value
+    if content_type is not None and not _reads_as_utf8(content_type.lower()):
+        return None
+    text = response.body.decode("utf-8", "replace")
+    if not text.startswith(("{", "[")):
+        return None  # other shapes (and leading blanks) go the general way
+    try:
+        document, end = _raw_decode(text)
+    except (ValueError, RecursionError):
+        return None
+    if end != len(text) and text[end:].strip(_JSON_BLANKS):
+        return None  # trailing data: not JSON
+    ids: tuple[str, ...] = ()
+    names = plan.names
+    if names is not None:
+        node: Any = document
+        for name in names:
+            if type(node) is dict and name in node:
+                node = node[name]
+            else:
+                node = _ABSENT
+                break
+        if node is not _ABSENT:
+            found = node.strip() if type(node) is str else _id_text(node)
+            if found:
+                ids = (found,)
+    elif plan.message_id is not None:
+        ids = tuple(i for i in map(_id_text, plan.message_id.find(document)) if i)
+    retry_after = (
+        None if retry_after_header is None else parse_retry_after(retry_after_header, now=now)
+    )
+    summary = f"HTTP {status}; accepted"
+    if ids:
+        distinct = 1 if len(ids) == 1 else len(set(ids))
+        summary += "; 1 id" if distinct == 1 else f"; {distinct} ids"
+    if retry_after is not None:
+        summary += f"; retry after {retry_after:g}s"
+    return SendVerdict((MessageResult(_ACCEPTED, ids, None),), retry_after, status, summary)
+
+
+_ACCEPTED = SendOutcome.ACCEPTED
 
 
 class _Reader:

@@ -22,7 +22,7 @@ from smsrelay.connectors.exchange import (
     MessageResult,
     SendOutcome,
 )
-from smsrelay.connectors.redaction import redact_request, redact_text
+from smsrelay.connectors.redaction import redact_request, redactor
 from smsrelay.connectors.responses import parse_send_response
 from smsrelay.dispatch.backoff import is_exhausted, next_attempt_delay
 from smsrelay.dispatch.transport import TransportError
@@ -66,24 +66,25 @@ def exchange_detail(
     Bodies are cut to 2 KiB; every connector secret (and the OAuth2 token) is masked, in the
     response too, since some providers echo credentials back.
     """
-    hidden = (*secrets.values(), *((access_token,) if access_token else ()))
+    hidden = (*secrets.values(), access_token) if access_token else tuple(secrets.values())
+    redact = redactor(tuple(secret for secret in hidden if secret))
     url, headers = _shown_head(request.method, request.url, request.headers, hidden)
-    body = redact_request(HttpRequest(request.method, "", (), request.body), {}, extra=hidden).body
     detail: dict[str, Any] = {
         "request": {
             "method": request.method,
             "url": url,
             "headers": [[k, v] for k, v in headers],
-            "body": _clip(body),
+            "body": _clip(redact.body(request.body)),
         },
         "elapsed_ms": round(elapsed_ms, 1),
         "batch_size": max(1, len(request.message_ids)),
     }
     if response is not None:
+        text = redact.text
         detail["response"] = {
             "status": response.status,
-            "headers": {k: redact_text(v, hidden) for k, v in response.headers.items()},
-            "body": redact_text(_clip(response.body), hidden),
+            "headers": {k: text(v) for k, v in response.headers.items()},
+            "body": text(_clip(response.body)),
         }
     if summary:
         detail["summary"] = summary
@@ -97,7 +98,12 @@ def report_deadline(delivery: Delivery | None, at: datetime) -> datetime | None:
     """
     if delivery is None:
         return None
-    return at + timedelta(hours=delivery.window_hours)
+    return at + _hours(delivery.window_hours)
+
+
+@functools.lru_cache(maxsize=64)
+def _hours(hours: float) -> timedelta:
+    return timedelta(hours=hours)
 
 
 def record_sent(
@@ -267,10 +273,12 @@ def records_for_exchange(
     redacted like the trace: providers echo credentials in their errors.
     """
     retry = definition.retry
-    hidden = [*definition.secrets.values(), *((access_token,) if access_token else ())]
+    secrets = definition.secrets
+    hidden = (*secrets.values(), access_token) if access_token else tuple(secrets.values())
+    redact = redactor(hidden).text
     if response is None:
         assert error is not None, "either a response or a transport error"
-        reason = redact_text(str(error), hidden)
+        reason = redact(str(error))
         failed = {**detail, "transport_error": reason}
         if not error.retryable:
             return [record_failed(m, reason, at, failed) for m in messages]
@@ -281,22 +289,23 @@ def records_for_exchange(
             for m in messages
         ]
     verdict = parse_send_response(definition.response, response, len(messages), now=at)
-    answered = {**detail, "summary": redact_text(verdict.summary, hidden)}
+    answered = {**detail, "summary": redact(verdict.summary)}
     # One deadline for the whole request: every message was accepted at the same instant.
-    deadline = report_deadline(definition.delivery, at)
+    delivery = definition.delivery
+    deadline = report_deadline(delivery, at)
     accepted = SendOutcome.ACCEPTED
     return [
         _sent(m, result.provider_ids, at, answered, deadline)
         if result.outcome is accepted
         else record_result(
             m,
-            replace(result, error=redact_text(result.error, hidden)) if result.error else result,
+            replace(result, error=redact(result.error)) if result.error else result,
             retry=retry,
             retry_after=verdict.retry_after_seconds,
             at=at,
             rng=rng,
             detail=answered,
-            delivery=definition.delivery,
+            delivery=delivery,
         )
         for m, result in zip(messages, verdict.results, strict=True)
     ]

@@ -99,10 +99,12 @@ class ConnectorLimiter:
         )
         self._slots = asyncio.Semaphore(rate_limit.concurrency)
         self.in_flight = 0
+        # Whether a request costs a token per segment rather than per message (`units`).
+        self.per_segment = rate_limit.unit == "segments"
 
     def units(self, message_count: int, segment_count: int) -> int:
         """How many tokens a request of these messages costs under `rate_limit.unit`."""
-        return segment_count if self.rate_limit.unit == "segments" else message_count
+        return segment_count if self.per_segment else message_count
 
     async def acquire(self, n: int = 1) -> None:
         """Spend `n` tokens (messages or segments), waiting for the bucket if needed."""

@@ -81,7 +81,10 @@ def _same_origin(a: URL, b: URL) -> bool:
 
 
 def _response_headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
-    headers: dict[str, str] = {}
+    headers = dict(resp.headers.items())
+    if len(headers) == len(resp.headers):
+        return headers  # no repeated name: nothing to join
+    headers = {}
     for key, value in resp.headers.items():
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return headers
@@ -90,20 +93,22 @@ def _response_headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
 @functools.lru_cache(maxsize=1024)
 def _outgoing_headers(
     headers: tuple[tuple[str, str], ...],
-) -> tuple[CIMultiDictProxy[str], tuple[str, ...]]:
+) -> tuple[CIMultiDictProxy[str], tuple[str, ...] | None]:
     """The headers as sent (our User-Agent unless the connector sets one) and the automatic
     headers aiohttp must not add; a connector's requests all carry the same headers."""
     names = {k.lower() for k, _ in headers}
     if "user-agent" not in names:
         headers = (*headers, ("User-Agent", USER_AGENT))
-    skip = () if "content-type" in names else ("Content-Type",)
+    # None rather than an empty list: aiohttp copies the headers to honour any list at all.
+    skip = None if "content-type" in names else ("Content-Type",)
     # Read-only: the same object goes with every request of the connector.
     return CIMultiDictProxy(CIMultiDict(headers)), skip
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
     """Read at most `cap` bytes of the body; a larger body is cut (and the connection dropped)."""
-    if resp.content_length is not None and resp.content_length < cap:
+    length = resp.content_length
+    if length is not None and length < cap:
         # The common case, a small answer of declared length: read it whole.
         return await resp.read()
     chunks: list[bytes] = []
@@ -164,7 +169,7 @@ class AiohttpTransport:
         """Send `request`, following up to `max_redirects` redirects, each target checked."""
         deadline = time.monotonic() + timeout
         method, url = request.method.upper(), self._url(request.url)
-        headers = list(request.headers)
+        headers = request.headers
         body: bytes | None = request.body or None
         for hop in range(self.max_redirects + 1):
             origin = (url.scheme, url.host or "")
@@ -180,9 +185,11 @@ class AiohttpTransport:
             status, resp_headers, resp_body = await self._send_once(
                 method, url, headers, body, timeout if hop == 0 else remaining, timeout
             )
+            if status not in _REDIRECT_STATUSES:
+                return HttpResponse(status, resp_headers, resp_body)
             location = resp_headers.get("Location") or resp_headers.get("location")
-            if status not in _REDIRECT_STATUSES or not location:
-                return HttpResponse(status=status, headers=resp_headers, body=resp_body)
+            if not location:
+                return HttpResponse(status, resp_headers, resp_body)
             try:
                 target = url.join(URL(location))
             except ValueError as exc:
@@ -192,16 +199,16 @@ class AiohttpTransport:
             new_method = _redirect_method(status, method)
             if new_method != method:
                 body = None
-                headers = [
+                headers = tuple(
                     (k, v)
                     for k, v in headers
                     if k.lower() not in ("content-type", "content-length")
-                ]
+                )
             if not _same_origin(url, target):
                 # Credentials meant for the provider must not follow it to another host.
-                headers = [
+                headers = tuple(
                     (k, v) for k, v in headers if k.lower() not in ("authorization", "cookie")
-                ]
+                )
             method, url = new_method, target
         raise TransportError(
             "too_many_redirects",
@@ -231,12 +238,12 @@ class AiohttpTransport:
         self,
         method: str,
         url: URL,
-        headers: list[tuple[str, str]],
+        headers: tuple[tuple[str, str], ...],
         body: bytes | None,
         remaining: float,
         timeout: float,
     ) -> tuple[int, dict[str, str], bytes]:
-        sent_headers, skip = _outgoing_headers(tuple(headers))
+        sent_headers, skip = _outgoing_headers(headers)
         try:
             async with self._client().request(
                 method,

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from smsrelay.connectors.definition import AuthOAuth2, ConnectorDefinition
 from smsrelay.connectors.exchange import HttpRequest, HttpResponse
@@ -87,6 +87,10 @@ class ActiveConnector:
     compiled: CompiledConnector
     limiter: ConnectorLimiter
     callback_url: str
+    # How close to its lease's expiry a request is no longer sent (`_lease_running_out`).
+    lease_margin: timedelta
+    # The render environment without an access token, the same for every request.
+    plain_environment: RenderEnvironment
 
     @property
     def token_key(self) -> tuple[int, int]:
@@ -95,6 +99,8 @@ class ActiveConnector:
 
     def environment(self, access_token: str | None) -> RenderEnvironment:
         """What rendering needs besides the messages."""
+        if access_token is None:
+            return self.plain_environment
         return RenderEnvironment(
             secrets=self.definition.secrets,
             callback_url=self.callback_url,
@@ -336,13 +342,19 @@ class Dispatcher:
             if cached is not None and cached.definition.rate_limit == definition.rate_limit
             else ConnectorLimiter(definition.rate_limit, clock=self._monotonic, sleep=self._sleep)
         )
+        callback_url = f"{self.settings.base_url}/dlr/{stored.dlr_token}"
+        margin = min(definition.request.timeout_seconds, self.settings.lease_seconds / 2)
         active = ActiveConnector(
             id=stored.id,
             version=stored.version,
             definition=definition,
             compiled=compile_connector(definition),
             limiter=limiter,
-            callback_url=f"{self.settings.base_url}/dlr/{stored.dlr_token}",
+            callback_url=callback_url,
+            lease_margin=timedelta(seconds=margin),
+            plain_environment=RenderEnvironment(
+                secrets=definition.secrets, callback_url=callback_url
+            ),
         )
         self._connectors[connector_id] = active
         return active
@@ -435,15 +447,16 @@ class Dispatcher:
         rendered = render_batch(
             connector.compiled, [m.as_outbound() for m in group], connector.environment(token)
         )
-        at = self._clock()
-        failed = {message_id: error for message_id, error in rendered.failures}
-        if failed:
+        messages: Sequence[ClaimedMessage] = group
+        if rendered.failures:
+            failed = {message_id: error for message_id, error in rendered.failures}
+            at = self._clock()
             await self.writer.add(
                 [record_render_failure(m, failed[m.id], at) for m in group if m.id in failed]
             )
+            messages = [m for m in group if m.id not in failed]
         if rendered.request is None:
             return
-        messages = [m for m in group if m.id not in failed]
         await self.writer.wait_for_room()
         exchange = await self._send(connector, messages, rendered.request)
         if exchange is None:
@@ -467,7 +480,7 @@ class Dispatcher:
             secrets=connector.definition.secrets,
             access_token=token,
         )
-        if not unauthorized and response is not None:
+        if not unauthorized and response is not None and self._credentials_failing_since:
             self._credentials_failing_since.pop(connector.id, None)
         if unauthorized:
             # Refused credentials are the connector's problem, not the messages': hold them
@@ -495,16 +508,18 @@ class Dispatcher:
         """Whether the messages' lease may expire before a request sent now is answered."""
         if not messages:
             return False
-        expires = min(m.lease_expires_at for m in messages)
-        margin = min(connector.definition.request.timeout_seconds, self.settings.lease_seconds / 2)
-        return (expires - self._clock()).total_seconds() < margin
+        if len(messages) == 1:
+            expires = messages[0].lease_expires_at
+        else:
+            expires = min(m.lease_expires_at for m in messages)
+        return expires - self._clock() < connector.lease_margin
 
     async def _send(
         self, connector: ActiveConnector, messages: Sequence[ClaimedMessage], request: HttpRequest
     ) -> tuple[HttpResponse | None, TransportError | None, float] | None:
         """Send under the connector's rate and concurrency limits; None if stopping."""
         limiter = connector.limiter
-        units = limiter.units(len(messages), sum(max(1, m.segments) for m in messages))
+        units = sum(max(1, m.segments) for m in messages) if limiter.per_segment else len(messages)
         async with limiter.permit(units):
             if self._stop.is_set():
                 return None
