@@ -41,6 +41,11 @@ _MIGRATION_LOCK_KEY = 0x736D7372656C6179  # "smsrelay"
 _HOLDS_WRITER_TURN: ContextVar[bool] = ContextVar("smsrelay_holds_writer_turn", default=False)
 
 _SQLITE_PRAGMAS = (
+    # Before WAL, so that it applies when the file is new (an existing file keeps its own).
+    # 8 KiB pages (PostgreSQL's size): a group commit writes half as many WAL frames, and
+    # the checkpoint copies half as many pages, as with SQLite's default 4 KiB
+    # (bench/dispatch_batched.py: commit time -30%, messages/s +15%).
+    "PRAGMA page_size=8192",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=10000",
