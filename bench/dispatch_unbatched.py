@@ -106,10 +106,10 @@ async def dispatcher_run(
         await db.close()
 
 
-async def run(kinds: list[str], count: int, concurrency: int) -> None:
+async def run(kinds: list[str], count: int, concurrency: int, repeat: int) -> None:
     rows: list[list[object]] = []
     with running_provider() as provider:
-        for kind in kinds:
+        for kind, run_number in ((k, n) for k in kinds for n in range(1, repeat + 1)):
             with workdir() as tmp, database_url(kind, tmp) as url:
                 bare_url = f"{provider.base_url}/send/bare"
                 before, before_cpu = await bare_client(bare_url, count, concurrency)
@@ -125,6 +125,7 @@ async def run(kinds: list[str], count: int, concurrency: int) -> None:
                 rows.append(
                     [
                         kind,
+                        run_number,
                         count,
                         concurrency,
                         count / before,
@@ -139,6 +140,7 @@ async def run(kinds: list[str], count: int, concurrency: int) -> None:
         "dispatch, one message per request (target: ratio >= 0.70)",
         [
             "database",
+            "run",
             "messages",
             "in flight",
             "bare/s (before)",
@@ -159,6 +161,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per database, each on a fresh database (one row each: the machine's noise)",
+    )
+    parser.add_argument(
         "--gc",
         choices=["tuned", "default"],
         default="tuned",
@@ -169,7 +177,8 @@ def main() -> None:
         # Before anything is measured (the bare client too), as `smsrelay worker` does
         # once its start-up is done.
         tune_garbage_collector()
-    asyncio.run(run(list(database_kinds(options.database)), options.count, options.concurrency))
+    kinds = list(database_kinds(options.database))
+    asyncio.run(run(kinds, options.count, options.concurrency, max(1, options.repeat)))
 
 
 if __name__ == "__main__":
