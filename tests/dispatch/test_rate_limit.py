@@ -89,8 +89,10 @@ async def test_waiters_are_served_in_arrival_order() -> None:
 
 
 def test_segments_unit_counts_segments() -> None:
-    assert ConnectorLimiter(RateLimit(unit="segments")).units(3, 7) == 7
-    assert ConnectorLimiter(RateLimit(unit="messages")).units(3, 7) == 3
+    # Three messages of 1, 4 and 2 segments; a message with no count still costs one.
+    assert ConnectorLimiter(RateLimit(unit="segments")).units([1, 4, 2]) == 7
+    assert ConnectorLimiter(RateLimit(unit="segments")).units([0, 4]) == 5
+    assert ConnectorLimiter(RateLimit(unit="messages")).units([1, 4, 2]) == 3
 
 
 async def test_concurrency_limit_holds_requests_in_flight() -> None:

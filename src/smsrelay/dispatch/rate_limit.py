@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from smsrelay.connectors.definition import RateLimit
 
@@ -99,12 +99,15 @@ class ConnectorLimiter:
         )
         self._slots = asyncio.Semaphore(rate_limit.concurrency)
         self.in_flight = 0
-        # Whether a request costs a token per segment rather than per message (`units`).
+        # Whether a request costs a token per segment rather than per message (see `units`).
         self.per_segment = rate_limit.unit == "segments"
 
-    def units(self, message_count: int, segment_count: int) -> int:
-        """How many tokens a request of these messages costs under `rate_limit.unit`."""
-        return segment_count if self.per_segment else message_count
+    def units(self, segments: Sequence[int]) -> int:
+        """How many tokens a request costs under `rate_limit.unit`, given each of its
+        messages' segment count (a message counts at least one)."""
+        if self.per_segment:
+            return sum(max(1, count) for count in segments)
+        return len(segments)
 
     async def acquire(self, n: int = 1) -> None:
         """Spend `n` tokens (messages or segments), waiting for the bucket if needed."""

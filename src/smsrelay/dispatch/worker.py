@@ -519,7 +519,7 @@ class Dispatcher:
     ) -> tuple[HttpResponse | None, TransportError | None, float] | None:
         """Send under the connector's rate and concurrency limits; None if stopping."""
         limiter = connector.limiter
-        units = sum(max(1, m.segments) for m in messages) if limiter.per_segment else len(messages)
+        units = limiter.units([m.segments for m in messages])
         async with limiter.permit(units):
             if self._stop.is_set():
                 return None
