@@ -48,7 +48,7 @@ from smsrelay.runtime import Runtime
 from smsrelay.store.api_keys import ApiKey
 from smsrelay.store.errors import IdempotencyConflict
 from smsrelay.store.idempotency import IdempotencyRecord
-from smsrelay.store.messages import insert_messages
+from smsrelay.store.messages import NewMessage, insert_messages
 from smsrelay.store.senders import SENDER_TYPES, list_senders
 from smsrelay.store.webhooks import get_webhook
 
@@ -288,14 +288,30 @@ async def clevertap_send(
         "segments": prepared.segments,
         "encoding": prepared.encoding,
     }
-    record = _mid_record(key.id, message.mid, fields, answer)
+    return await _queue_once(
+        runtime,
+        [prepared],
+        _mid_record(key.id, message.mid, fields, answer),
+        answer,
+        conflict=f"mid {message.mid!r} was already queued with a different message",
+    )
+
+
+async def _queue_once(
+    runtime: Runtime,
+    prepared: list[NewMessage],
+    record: IdempotencyRecord | None,
+    answer: dict[str, Any],
+    *,
+    conflict: str,
+) -> JSONResponse:
+    """Queue the messages and answer; with `record`, a repeat gets the first answer again
+    (`Idempotent-Replay: true`) and queues nothing, and a conflicting one a 409."""
     try:
-        replay = await insert_messages(runtime.database, [prepared], idempotency=record)
+        replay = await insert_messages(runtime.database, prepared, idempotency=record)
     except IdempotencyConflict as exc:
         raise Problem(
-            409,
-            f"mid {message.mid!r} was already queued with a different message; a mid names "
-            "one message (CleverTap's $$MessageID)",
+            409, f"{conflict}; a mid names one message (CleverTap's $$MessageID)"
         ) from exc
     if replay is not None:
         return JSONResponse(
@@ -314,7 +330,12 @@ def _mid_record(
     key = MID_KEY_PREFIX + mid
     if len(key) > MAX_IDEMPOTENCY_KEY:
         key = MID_KEY_PREFIX + "sha256:" + hashlib.sha256(mid.encode()).hexdigest()
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return _record(api_key_id, key, fields, answer)
+
+
+def _record(api_key_id: int, key: str, request: Any, answer: dict[str, Any]) -> IdempotencyRecord:
+    """The idempotency record of `key`: the request's hash (its canonical JSON) and answer."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
     return IdempotencyRecord(
         api_key_id=api_key_id,
         key=key,
@@ -434,23 +455,13 @@ async def clevertap_send_batch(
     if not accepted:
         # CleverTap counts a 2xx answer as sent: a batch with nothing queued must not be one.
         raise Problem(422, "no message of the batch was accepted; see rejected", extra=answer)
-    record = _batch_record(key.id, items, document, answer)
-    try:
-        replay = await insert_messages(
-            runtime.database, [m for _, m in accepted], idempotency=record
-        )
-    except IdempotencyConflict as exc:
-        raise Problem(
-            409,
-            "a batch of the same mids was already queued with different messages; a mid "
-            "names one message (CleverTap's $$MessageID)",
-        ) from exc
-    if replay is not None:
-        return JSONResponse(
-            replay.response, status_code=replay.status_code, headers={"Idempotent-Replay": "true"}
-        )
-    runtime.notify_dispatcher()
-    return JSONResponse(answer)
+    return await _queue_once(
+        runtime,
+        [m for _, m in accepted],
+        _batch_record(key.id, items, document, answer),
+        answer,
+        conflict="a batch of the same mids was already queued with different messages",
+    )
 
 
 def _batch_record(
@@ -465,14 +476,7 @@ def _batch_record(
     if not mids or not all(isinstance(mid, str) and mid for mid in mids):
         return None
     listed = hashlib.sha256("\n".join(str(mid) for mid in mids).encode()).hexdigest()
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
-    return IdempotencyRecord(
-        api_key_id=api_key_id,
-        key=BATCH_KEY_PREFIX + listed,
-        request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
-        status_code=200,
-        response=answer,
-    )
+    return _record(api_key_id, BATCH_KEY_PREFIX + listed, document, answer)
 
 
 __all__ = [
