@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # tests/postgres.py: the private Postgr
 
 from postgres import running_postgres as running_postgres  # noqa: E402
 from smsrelay.connectors.definition import ConnectorDefinition, parse_definition  # noqa: E402
+from smsrelay.gc_tuning import tune_garbage_collector  # noqa: E402
 from smsrelay.store.connectors import StoredConnector, save_connector  # noqa: E402
 from smsrelay.store.database import Database, open_database  # noqa: E402
 from smsrelay.store.messages import NewMessage, insert_messages, new_message_id  # noqa: E402
@@ -247,6 +249,31 @@ async def wait_for_sent(db: Database, expected: int, *, timeout: float = 600.0) 
 
 
 # ---------------------------------------------------------------- output
+
+
+def add_dispatch_options(parser: argparse.ArgumentParser) -> None:
+    """The options the dispatch benchmarks share: --database, --repeat, --gc."""
+    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per database, each on a fresh database (one row each: the machine's noise)",
+    )
+    parser.add_argument(
+        "--gc",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="tuned: as `smsrelay worker` runs (smsrelay.gc_tuning); default: CPython's settings",
+    )
+
+
+def dispatch_setup(options: argparse.Namespace) -> list[str]:
+    """Apply --gc before anything is measured (the bare client too), as `smsrelay worker`
+    does once its start-up is done; the databases to run, from --database."""
+    if options.gc == "tuned":
+        tune_garbage_collector()
+    return list(database_kinds(options.database))
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -22,10 +22,11 @@ import json
 import time
 
 from common import (
+    add_dispatch_options,
     client_session,
     count_by_status,
-    database_kinds,
     database_url,
+    dispatch_setup,
     migrated,
     new_secret_box,
     print_table,
@@ -37,7 +38,6 @@ from common import (
 )
 from smsrelay.dispatch.transport import AiohttpTransport
 from smsrelay.dispatch.worker import Dispatcher
-from smsrelay.gc_tuning import tune_garbage_collector
 from smsrelay.settings import Settings
 
 CONNECTOR = "unbatched"
@@ -159,25 +159,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        help="runs per database, each on a fresh database (one row each: the machine's noise)",
-    )
-    parser.add_argument(
-        "--gc",
-        choices=["tuned", "default"],
-        default="tuned",
-        help="tuned: as `smsrelay worker` runs (smsrelay.gc_tuning); default: CPython's settings",
-    )
+    add_dispatch_options(parser)
     options = parser.parse_args()
-    if options.gc == "tuned":
-        # Before anything is measured (the bare client too), as `smsrelay worker` does
-        # once its start-up is done.
-        tune_garbage_collector()
-    kinds = list(database_kinds(options.database))
+    kinds = dispatch_setup(options)
     asyncio.run(run(kinds, options.count, options.concurrency, max(1, options.repeat)))
 
 
