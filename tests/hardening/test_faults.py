@@ -327,19 +327,19 @@ class TmpfsDisk:
         return result.returncode == 0
 
     def fill(self) -> None:
+        # Unbuffered: a buffered file kept the bytes a full disk refused and raised again
+        # (ENOSPC) when it was closed.
         chunk = b"\0" * 65536
-        with self.filler.open("ab") as out:
+        with self.filler.open("ab", buffering=0) as out:
             for _ in range(self.size_mb * 16 + 16):  # bounded: more than the whole disk
                 try:
                     out.write(chunk)
-                    out.flush()
                 except OSError:
                     break
         # Whatever is left under 64 KiB goes too.
-        with contextlib.suppress(OSError), self.filler.open("ab") as out:
+        with contextlib.suppress(OSError), self.filler.open("ab", buffering=0) as out:
             for _ in range(65536):
                 out.write(b"\0")
-                out.flush()
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
