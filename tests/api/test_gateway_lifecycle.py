@@ -246,8 +246,15 @@ async def test_a_rate_limit_holds_over_five_seconds(database_url: str, tmp_path:
         ]
         response = await gw.client.post("/v1/messages/batch", json={"messages": messages})
         assert len(response.json()["accepted"]) == 150
-        await gw.sandbox.wait_until(lambda s: len(s.messages(limit=200)) >= 130, timeout=15)
+        await gw.sandbox.wait_until(lambda s: len(s.messages(limit=200)) >= 150, timeout=40)
         times = sorted(m.received_at for m in gw.sandbox.messages(limit=200))
         window = [t for t in times if t < times[0] + timedelta(seconds=5)]
-        # 1 at once (burst) then 20 per second: 101 in the first five seconds.
-        assert 91 <= len(window) <= 111, len(window)
+        # 1 at once (burst) then 20 per second: 101 in the first five seconds, never more
+        # (10% for arrival jitter), and the 149 after the first take at least 7.45 s.
+        assert len(window) <= 111, len(window)
+        assert times[-1] - times[0] >= timedelta(seconds=149 / 20 * 0.95), times[-1] - times[0]
+        # A starved machine wakes the limiter late and sends fewer (a CI run got 68 of
+        # 101), so the lower bound here only catches a dispatcher sending far below the
+        # rate; that it spends exactly the rate is checked on the limiter's own clock
+        # (tests/dispatch/test_worker_pipeline.py::test_rate_limit_paces_requests).
+        assert len(window) >= 51, len(window)
