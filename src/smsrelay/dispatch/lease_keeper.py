@@ -7,6 +7,11 @@ messages, renews it once half of it is spent (checked before every request, so a
 drain keeps it), hands the bucket over when the worker lets go, and says no when the lease
 was lost: past its local deadline a worker sends nothing more for that connector.
 
+Renewal runs beside the requests, not in front of one: a request whose token is spent
+while the database is asked would otherwise go out late, together with the ones queued
+behind it, and the provider would see them arrive above the rate. Only a lease past its
+local deadline (the renewal failed or took too long) makes a request wait for the database.
+
 The local deadline is measured on the monotonic clock from before the database was asked,
 and ends `margin` before the expiry stored there, so the next holder can never start
 before this one has stopped.
@@ -15,6 +20,7 @@ before this one has stopped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +34,8 @@ from smsrelay.store.connector_leases import (
 )
 from smsrelay.store.database import Database
 from smsrelay.store.timestamps import utc_now
+
+log = logging.getLogger(__name__)
 
 # Leases are short so that a dead worker's connector is taken over quickly; they are
 # renewed at half-life while its worker sends.
@@ -65,6 +73,7 @@ class ConnectorLeaseKeeper:
         self._monotonic = monotonic
         self._held: dict[int, _Held] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._renewals: dict[int, asyncio.Task[bool]] = {}
 
     def holds(self, connector_id: int) -> bool:
         """Whether this worker may send for the connector right now."""
@@ -74,8 +83,33 @@ class ConnectorLeaseKeeper:
     async def hold(self, connector_id: int, limiter: ConnectorLimiter) -> bool:
         """Make sure this worker holds the connector's lease; False if another worker does."""
         held = self._held.get(connector_id)
-        if held is not None and self._monotonic() < held.renew_at:
-            return True
+        if held is not None:
+            now = self._monotonic()
+            if now < held.renew_at:
+                return True
+            if now < held.valid_until:
+                self._renew_beside(connector_id, limiter)
+                return True
+        return await self._acquire(connector_id, limiter)
+
+    def _renew_beside(self, connector_id: int, limiter: ConnectorLimiter) -> None:
+        """Start renewing the lease in the background unless a renewal is running."""
+        running = self._renewals.get(connector_id)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._renew(connector_id, limiter))
+        self._renewals[connector_id] = task
+
+    async def _renew(self, connector_id: int, limiter: ConnectorLimiter) -> bool:
+        try:
+            return await self._acquire(connector_id, limiter)
+        except Exception:
+            # The lease stays good until its local deadline; the next request past
+            # renew_at tries again, and one past the deadline waits for the database.
+            log.exception("renewing the lease on connector %s failed", connector_id)
+            return False
+
+    async def _acquire(self, connector_id: int, limiter: ConnectorLimiter) -> bool:
         lock = self._locks.setdefault(connector_id, asyncio.Lock())
         async with lock:
             held = self._held.get(connector_id)
@@ -107,6 +141,10 @@ class ConnectorLeaseKeeper:
 
     async def release(self, connector_id: int, limiter: ConnectorLimiter) -> None:
         """Let go of the connector's lease, handing its bucket to the next holder."""
+        renewal = self._renewals.pop(connector_id, None)
+        if renewal is not None:
+            # A renewal finishing after the release would take the lease back.
+            await asyncio.gather(renewal, return_exceptions=True)
         if self._held.pop(connector_id, None) is None:
             return
         await release_connector_lease(
