@@ -1,7 +1,10 @@
 """Scale-out on PostgreSQL: 1, 2 and 4 `smsrelay worker` processes, one rate-limited connector.
 
 Run `python bench/scale_workers.py [--workers 1,2,4] [--rate 200] [--open 12000]`. It starts a
-private PostgreSQL server (as the tests do) and `minimal_provider.py --record`, then for
+private PostgreSQL server (as the tests do) and two `minimal_provider.py --record`, one for
+the limited connector and one for the others (distinct providers, as they would be: a
+provider flooded by the unlimited connectors would stamp the limited requests late, all
+together, when it gets to them). Then for
 each worker count, on a fresh database: queues `--rate` x 20 s of messages for a connector
 limited to `--rate`/s (burst `--burst`) and `--open` messages spread over three unlimited
 connectors, starts the workers, and waits until every message is `sent`. From the arrival
@@ -26,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common import (
     RunningProvider,
@@ -105,25 +109,43 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
             worker.wait()
 
 
+@dataclass(frozen=True)
+class Providers:
+    """The limited connector's provider and the unlimited connectors' one."""
+
+    limited: RunningProvider
+    open: RunningProvider
+
+    async def stats(self) -> dict[str, Any]:
+        """Every counter, by connector name (the names are distinct across the two)."""
+        return {**await self.limited.stats(), **await self.open.stats()}
+
+    async def reset(self) -> None:
+        await self.limited.reset()
+        await self.open.reset()
+
+
 async def prepare(
-    db: Database, provider: RunningProvider, rate: float, burst: int, open_count: int
+    db: Database, providers: Providers, rate: float, burst: int, open_count: int
 ) -> tuple[str, dict[str, list[str]]]:
     """Connectors and queued messages; (secret key, message ids by connector name)."""
     box, key = new_secret_box()
     ids: dict[str, list[str]] = {}
     limited = await save(
-        db, box, single_connector(LIMITED, provider.base_url, per_second=rate, burst=burst)
+        db,
+        box,
+        single_connector(LIMITED, providers.limited.base_url, per_second=rate, burst=burst),
     )
     ids[LIMITED] = await queue_messages(db, limited.id, int(rate * LIMITED_SECONDS))
     for name in OPEN:
-        stored = await save(db, box, single_connector(name, provider.base_url))
+        stored = await save(db, box, single_connector(name, providers.open.base_url))
         ids[name] = await queue_messages(db, stored.id, open_count // len(OPEN))
     return key, ids
 
 
 async def one_run(
     url: str,
-    provider: RunningProvider,
+    provider: Providers,
     workers: int,
     options: argparse.Namespace,
     tmp: Path,
@@ -158,7 +180,7 @@ async def one_run(
 
 
 async def kill_lease_holder(
-    db: Database, provider: RunningProvider, running: list[subprocess.Popen[bytes]], total: int
+    db: Database, provider: Providers, running: list[subprocess.Popen[bytes]], total: int
 ) -> None:
     """SIGKILL the worker holding the limited connector's lease, a third of the way through."""
     while sum(t["messages"] for t in (await provider.stats()).values()) < total // 3:
@@ -173,7 +195,7 @@ async def kill_lease_holder(
 
 
 async def measure(
-    provider: RunningProvider, ids: dict[str, list[str]], workers: int, options: argparse.Namespace
+    provider: Providers, ids: dict[str, list[str]], workers: int, options: argparse.Namespace
 ) -> Run:
     stats = await provider.stats()
     arrivals = {name: stats[name]["arrivals"] for name in ids}
@@ -198,7 +220,13 @@ async def measure(
 async def run(options: argparse.Namespace) -> int:
     counts = [int(n) for n in options.workers.split(",")]
     runs: list[tuple[str, Run]] = []
-    with workdir() as tmp, running_postgres() as server, running_provider(record=True) as provider:
+    with (
+        workdir() as tmp,
+        running_postgres() as server,
+        running_provider(record=True) as limited_provider,
+        running_provider(record=True) as open_provider,
+    ):
+        provider = Providers(limited=limited_provider, open=open_provider)
         for n, workers in enumerate([*counts, max(counts)]):
             kill = n == len(counts)
             url = server.create_database(f"scale_{n}")
