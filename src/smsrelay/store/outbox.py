@@ -113,6 +113,10 @@ _CLAIM_COLUMNS = (
     messages.c.held_since,
 )
 
+# A claim row: id, previous status, due at, then _CLAIM_COLUMNS[1:] (see `_claimed`).
+_ATTEMPTS_AT = 2 + [column.name for column in _CLAIM_COLUMNS].index("attempts")
+_QUEUED = S.QUEUED.value
+
 
 def _is_due(now: datetime) -> Any:
     return DISPATCHABLE & (messages.c.next_attempt_at <= now)
@@ -224,17 +228,19 @@ async def claim_due_messages(
         else:
             picked = await _CLAIM_LOCKED.fetch(conn, db, values)
             picked.sort(key=lambda row: (row[2], row[0]))
-        claimed = [_claimed(row, codec, expires) for row in picked]
-        accepted = await _accepted_before(conn, claimed)
+        # A message first claimed from `queued` with no attempts cannot have been accepted.
+        suspects = [row[0] for row in picked if row[1] != _QUEUED or row[_ATTEMPTS_AT] > 0]
+        accepted = await _accepted_before(conn, suspects) if suspects else set()
+    # Built after the commit: Python work inside a write transaction holds up every other
+    # writer (on SQLite the next group commit waits for it).
+    claimed = [_claimed(row, codec, expires) for row in picked]
     if accepted:
         claimed = [replace(m, accepted_before=True) if m.id in accepted else m for m in claimed]
     return claimed
 
 
-async def _accepted_before(conn: AsyncConnection, claimed: Sequence[ClaimedMessage]) -> set[str]:
-    # A message first claimed from `queued` with no attempts cannot have been accepted, so
-    # the common case costs no query.
-    suspects = [m.id for m in claimed if m.previous_status is not S.QUEUED or m.attempts > 0]
+async def _accepted_before(conn: AsyncConnection, suspects: Sequence[str]) -> set[str]:
+    """Which of these messages a provider already accepted (a provider id or a report)."""
     found: set[str] = set()
     for start in range(0, len(suspects), _CHUNK):
         chunk = suspects[start : start + _CHUNK]
