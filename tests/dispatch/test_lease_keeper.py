@@ -67,6 +67,14 @@ async def limited_connector(harness: Harness) -> int:
     return stored.id
 
 
+async def one_holder(harness: Harness) -> tuple[int, ConnectorLeaseKeeper, ConnectorLimiter]:
+    """A limited connector whose lease worker w1 has just taken."""
+    connector_id = await limited_connector(harness)
+    worker, bucket = keeper(harness, "w1"), limiter()
+    assert await worker.hold(connector_id, bucket)
+    return connector_id, worker, bucket
+
+
 def advance(harness: Harness, seconds: float) -> None:
     harness.monotonic.now += seconds
     harness.clock.advance(seconds)
@@ -75,9 +83,7 @@ def advance(harness: Harness, seconds: float) -> None:
 async def test_a_request_past_half_the_lease_goes_out_while_it_is_renewed(
     harness: Harness, leases: GatedLeases
 ) -> None:
-    connector_id = await limited_connector(harness)
-    worker, bucket = keeper(harness, "w1"), limiter()
-    assert await worker.hold(connector_id, bucket)
+    connector_id, worker, bucket = await one_holder(harness)
     first_expiry = (await lease_holders(harness.database))[connector_id][1]
 
     advance(harness, 6)  # past renew_at, before the local deadline
@@ -100,9 +106,7 @@ async def test_a_request_past_half_the_lease_goes_out_while_it_is_renewed(
 async def test_a_request_past_the_local_deadline_waits_for_the_renewal(
     harness: Harness, leases: GatedLeases
 ) -> None:
-    connector_id = await limited_connector(harness)
-    worker, bucket = keeper(harness, "w1"), limiter()
-    assert await worker.hold(connector_id, bucket)
+    connector_id, worker, bucket = await one_holder(harness)
 
     advance(harness, 8.5)  # past valid_until (10 - 2 s margin)
     leases.gate.clear()
@@ -117,9 +121,7 @@ async def test_a_request_past_the_local_deadline_waits_for_the_renewal(
 async def test_a_failed_renewal_keeps_the_lease_until_its_local_deadline(
     harness: Harness, leases: GatedLeases, caplog: pytest.LogCaptureFixture
 ) -> None:
-    connector_id = await limited_connector(harness)
-    worker, bucket = keeper(harness, "w1"), limiter()
-    assert await worker.hold(connector_id, bucket)
+    connector_id, worker, bucket = await one_holder(harness)
 
     advance(harness, 6)
     leases.failure = ConnectionError("database unreachable")
@@ -158,7 +160,7 @@ async def test_release_waits_for_a_running_renewal_so_the_lease_stays_released(
     assert await second.hold(connector_id, limiter())
 
 
-async def test_a_lease_taken_over_is_lost_at_the_next_renewal(
+async def test_a_worker_stalled_past_its_lease_loses_it_to_another(
     harness: Harness, leases: GatedLeases
 ) -> None:
     connector_id = await limited_connector(harness)
