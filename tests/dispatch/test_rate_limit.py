@@ -125,3 +125,57 @@ async def test_permit_charges_the_rate_per_request() -> None:
         async with limiter.permit(1):
             pass
     assert abs(clock.now - 1000.0 - 2.0) < 1e-6
+
+
+async def test_writes_that_follow_their_tokens_are_not_held() -> None:
+    clock = FakeClock()
+    limiter = ConnectorLimiter(
+        RateLimit(per_second=2, burst=1, concurrency=1), clock=clock, sleep=clock.sleep
+    )
+    for _ in range(5):
+        async with limiter.permit(1):
+            await limiter.pace_write(1)
+    # Only the tokens waited: one at once, four more at 2/s.
+    assert clock.sleeps == [0.5] * 4
+
+
+async def test_writes_held_up_after_their_tokens_go_out_at_the_rate() -> None:
+    clock = FakeClock()
+    limiter = ConnectorLimiter(
+        RateLimit(per_second=2, burst=1, concurrency=10), clock=clock, sleep=clock.sleep
+    )
+    spent = []
+    for _ in range(3):
+        await limiter.acquire(1)
+        spent.append(clock.now - 1000.0)
+    assert spent == [0.0, 0.5, 1.0]
+    # The three requests' writes were held up until the last token: they do not go out
+    # together but at the rate, the first at once.
+    written = []
+    for _ in range(3):
+        await limiter.pace_write(1)
+        written.append(clock.now - 1000.0)
+    assert written == [1.0, 1.5, 2.0]
+
+
+async def test_a_new_holder_continues_both_buckets() -> None:
+    clock = FakeClock()
+    limiter = ConnectorLimiter(
+        RateLimit(per_second=10, burst=5, concurrency=10), clock=clock, sleep=clock.sleep
+    )
+    limiter.start_at(-2.0, 0.1)  # a debt of 2 tokens, 0.1 s ago: -1 now
+    assert abs(limiter.tokens + 1.0) < 1e-9
+    await limiter.pace_write(1)
+    # The write waited for the debt too: 2 tokens at 10/s.
+    assert abs(clock.now - 1000.2) < 1e-9
+
+
+async def test_the_level_handed_on_is_the_lower_bucket() -> None:
+    clock = FakeClock()
+    limiter = ConnectorLimiter(
+        RateLimit(per_second=10, burst=5, concurrency=10), clock=clock, sleep=clock.sleep
+    )
+    await limiter.acquire(2)
+    assert limiter.tokens == 3.0
+    await limiter.pace_write(4)
+    assert limiter.tokens == 1.0

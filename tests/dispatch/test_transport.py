@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -165,6 +166,37 @@ async def test_redirects_are_followed_and_303_becomes_get() -> None:
     assert response.status == 200
     assert response.body == b'{"method": "GET"}'
     assert [r.path for r in server.seen] == ["/start", "/final"]
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_before_write_runs_once_before_the_request_leaves(method: str) -> None:
+    arrived: list[float] = []
+    hook_done: list[float] = []
+
+    async def stamp(request: web.Request) -> web.StreamResponse:
+        arrived.append(time.monotonic())
+        if request.path == "/start":
+            raise web.HTTPTemporaryRedirect("/final")  # same method, same body
+        return web.json_response({"method": request.method})
+
+    async def before_write() -> None:
+        await asyncio.sleep(0.2)
+        hook_done.append(time.monotonic())
+
+    async with local_server(stamp) as server, AiohttpTransport(allow_hosts=LOCAL) as transport:
+        url = f"{server.url}/start"
+        request = post(url) if method == "POST" else HttpRequest("GET", url, (), b"")
+        response = await transport.send(request, timeout=5, before_write=before_write)
+        # The same transport still sends requests without a hook.
+        plain = await transport.send(post(f"{server.url}/plain"), timeout=5)
+    assert response.body == f'{{"method": "{method}"}}'.encode()
+    assert plain.status == 200
+    # Once, though the request went out twice (redirected), and nothing left before it.
+    assert len(hook_done) == 1
+    assert len(arrived) == 3
+    assert arrived[0] >= hook_done[0]
+    if method == "POST":
+        assert server.bodies[:2] == [b'{"to": "+15550001"}'] * 2
 
 
 async def test_redirect_loop_stops_after_five_hops() -> None:

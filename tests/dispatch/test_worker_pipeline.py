@@ -10,7 +10,12 @@ from datetime import timedelta
 from sqlalchemy import insert
 
 from smsrelay.connectors.exchange import HttpRequest, HttpResponse
-from smsrelay.dispatch.transport import AiohttpTransport, InMemoryTransport, TransportError
+from smsrelay.dispatch.transport import (
+    AiohttpTransport,
+    BeforeWrite,
+    InMemoryTransport,
+    TransportError,
+)
 from smsrelay.dispatch.worker import Dispatcher
 from smsrelay.store.lifecycle import MessageStatus
 from smsrelay.store.messages import (
@@ -159,6 +164,38 @@ async def test_rate_limit_paces_requests(harness: Harness) -> None:
     assert abs(sum(harness.monotonic.sleeps) - 2.0) < 1e-6
     for message_id in ids:
         assert (await harness.message(message_id)).status is MessageStatus.SENT
+
+
+class HookedTransport(InMemoryTransport):
+    """Answers like `InMemoryTransport`; notes which requests came with a `before_write`."""
+
+    def __init__(self) -> None:
+        super().__init__(accept)
+        self.hooked: list[bool] = []
+
+    async def send(
+        self, request: HttpRequest, *, timeout: float, before_write: BeforeWrite | None = None
+    ) -> HttpResponse:
+        self.hooked.append(before_write is not None)
+        return await super().send(request, timeout=timeout, before_write=before_write)
+
+
+async def test_a_rate_limited_connector_paces_its_writes_too(harness: Harness) -> None:
+    limited = await harness.connector(
+        provider_yaml(rate_limit="{per_second: 2, burst: 1, concurrency: 4}")
+    )
+    await harness.queue(limited, "+4915112340001", "+4915112340002")
+    limited_transport = HookedTransport()
+    await harness.dispatcher(limited_transport).run_once(harness.clock.now)
+    open_connector = await harness.connector(provider_yaml().replace("name: acme", "name: open"))
+    await harness.queue(open_connector, "+4915112340003")
+    open_transport = HookedTransport()
+    await harness.dispatcher(open_transport).run_once(harness.clock.now)
+
+    assert limited_transport.hooked == [True, True]
+    assert open_transport.hooked == [False]
+    # The writes followed their tokens: only the tokens waited (one at once, one at 2/s).
+    assert abs(sum(harness.monotonic.sleeps) - 0.5) < 1e-6
 
 
 async def test_segments_unit_charges_per_segment(harness: Harness) -> None:

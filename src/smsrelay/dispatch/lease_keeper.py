@@ -135,9 +135,9 @@ class ConnectorLeaseKeeper:
         if grant.taken_from == "renewed" or grant.previous_owner == self.owner:
             return
         if grant.tokens is None or grant.tokens_at is None:
-            limiter.bucket.start_at(float(limiter.bucket.burst))
+            limiter.start_at(float(limiter.bucket.burst))
             return
-        limiter.bucket.start_at(grant.tokens, (now - grant.tokens_at).total_seconds())
+        limiter.start_at(grant.tokens, (now - grant.tokens_at).total_seconds())
 
     async def release(self, connector_id: int, limiter: ConnectorLimiter) -> None:
         """Let go of the connector's lease, handing its bucket to the next holder."""
@@ -151,7 +151,7 @@ class ConnectorLeaseKeeper:
             self.database,
             connector_id,
             self.owner,
-            tokens=limiter.bucket.tokens,
+            tokens=limiter.tokens,
             at=self._clock(),
         )
 

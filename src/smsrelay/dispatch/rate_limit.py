@@ -5,6 +5,11 @@ token per message or per segment (`rate_limit.unit`). A request larger than the 
 batch of 1000 against a burst of 50) waits for a full bucket and then leaves the bucket in
 debt, so the long-run rate stays exact whatever the request sizes. Waiters are served in
 arrival order. Clock and sleep are injected, so tests run on a fake clock.
+
+Tokens are spent before a request is handed to the transport, and its bytes leave a loop
+turn or more later. A second bucket of the same rate and burst paces those writes
+(`pace_write`), so that requests whose writes were held up (a process waiting for a core)
+do not reach the provider together, above the rate, with the ones spent after them.
 """
 
 from __future__ import annotations
@@ -97,6 +102,10 @@ class ConnectorLimiter:
         self.bucket = TokenBucket(
             rate_limit.per_second, rate_limit.effective_burst, clock=clock, sleep=sleep
         )
+        # The same rate where requests leave the process (`pace_write`).
+        self.writes = TokenBucket(
+            rate_limit.per_second, rate_limit.effective_burst, clock=clock, sleep=sleep
+        )
         self._slots = asyncio.Semaphore(rate_limit.concurrency)
         self.in_flight = 0
         # Whether a request costs a token per segment rather than per message (see `units`).
@@ -112,6 +121,25 @@ class ConnectorLimiter:
     async def acquire(self, n: int = 1) -> None:
         """Spend `n` tokens (messages or segments), waiting for the bucket if needed."""
         await self.bucket.acquire(n)
+
+    async def pace_write(self, n: int) -> None:
+        """Wait, just before a request's first bytes are written, until `n` writes are due.
+
+        The writes follow the tokens, so this seldom waits: only when writes come closer
+        together than the rate, because earlier ones were held up between their token and
+        the socket.
+        """
+        await self.writes.acquire(n)
+
+    @property
+    def tokens(self) -> float:
+        """What the next request may spend: the lower of the two buckets' levels."""
+        return min(self.bucket.tokens, self.writes.tokens)
+
+    def start_at(self, tokens: float, seconds_ago: float = 0.0) -> None:
+        """Continue from another worker's buckets (`TokenBucket.start_at`, both buckets)."""
+        self.bucket.start_at(tokens, seconds_ago)
+        self.writes.start_at(tokens, seconds_ago)
 
     @property
     def limited(self) -> bool:

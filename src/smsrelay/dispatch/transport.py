@@ -15,6 +15,8 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Protocol
 
 import aiohttp
@@ -52,11 +54,21 @@ class TransportError(Exception):
         super().__init__(f"{reason}: {detail}" if detail and detail != reason else reason)
 
 
+# Awaited once per request, just before its first bytes are written (`Transport.send`).
+BeforeWrite = Callable[[], Awaitable[None]]
+
+
 class Transport(Protocol):
     """Performs one HTTP request."""
 
-    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
-        """Send `request`; return the response or raise `TransportError`."""
+    async def send(
+        self, request: HttpRequest, *, timeout: float, before_write: BeforeWrite | None = None
+    ) -> HttpResponse:
+        """Send `request`; return the response or raise `TransportError`.
+
+        `before_write` is awaited once, as late as the transport can: just before the
+        request's first bytes are written (a rate limit kept where requests leave).
+        """
         ...
 
     async def aclose(self) -> None:
@@ -122,8 +134,35 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
     return b"".join(chunks)[:cap]
 
 
+async def _on_chunk_sent(
+    _session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    _params: aiohttp.TraceRequestChunkSentParams,
+) -> None:
+    """aiohttp calls this before it writes each chunk of a body (with the headers, the first
+    time): the first call of a request runs the sender's `before_write`."""
+    hook = context.trace_request_ctx
+    if hook is not None and not hook.done:
+        hook.done = True
+        await hook.before_write()
+
+
+@dataclass(slots=True)
+class _WriteHook:
+    """A request's `before_write`, run once (a body may go out in several chunks)."""
+
+    before_write: BeforeWrite
+    done: bool = False
+
+
 class AiohttpTransport:
-    """Outbound HTTP over one shared, pooled `aiohttp.ClientSession`, behind the guard."""
+    """Outbound HTTP over one shared, pooled `aiohttp.ClientSession`, behind the guard.
+
+    Requests with a `before_write` go through a second session whose trace hook runs it:
+    aiohttp writes a body from a task of its own, a loop turn after the call, and the hook
+    runs in that task just before the write. The first session has no trace hooks, which
+    would cost every request.
+    """
 
     def __init__(
         self,
@@ -142,32 +181,50 @@ class AiohttpTransport:
         self._connection_limit_per_host = connection_limit_per_host
         self._inner_resolver = resolver
         self._session: aiohttp.ClientSession | None = None
+        self._hooked_session: aiohttp.ClientSession | None = None
         # (scheme, host) pairs already found acceptable: a provider's URL is checked once
         # per host, not once per message (the refusal depends on nothing else).
         self._accepted_targets: set[tuple[str, str]] = set()
         self._urls: dict[str, URL] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
-    def _client(self) -> aiohttp.ClientSession:
+    def _client(self, *, hooked: bool = False) -> aiohttp.ClientSession:
         # Created on first use: a ClientSession must be built inside the running loop.
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._connection_limit,
-                limit_per_host=self._connection_limit_per_host,
-                resolver=GuardedResolver(self.policy, self._inner_resolver),
-                ttl_dns_cache=60,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                trust_env=False,  # a proxy from the environment would bypass the guard
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=True,
-            )
-        return self._session
+        session = self._hooked_session if hooked else self._session
+        if session is None or session.closed:
+            session = self._new_session(hooked)
+            if hooked:
+                self._hooked_session = session
+            else:
+                self._session = session
+        return session
 
-    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+    def _new_session(self, hooked: bool) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._connection_limit,
+            limit_per_host=self._connection_limit_per_host,
+            resolver=GuardedResolver(self.policy, self._inner_resolver),
+            ttl_dns_cache=60,
+        )
+        traces = []
+        if hooked:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_chunk_sent.append(_on_chunk_sent)
+            traces.append(trace)
+        return aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,  # a proxy from the environment would bypass the guard
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+            trace_configs=traces or None,
+        )
+
+    async def send(
+        self, request: HttpRequest, *, timeout: float, before_write: BeforeWrite | None = None
+    ) -> HttpResponse:
         """Send `request`, following up to `max_redirects` redirects, each target checked."""
         deadline = time.monotonic() + timeout
+        hook = None if before_write is None else _WriteHook(before_write)
         method, url = request.method.upper(), self._url(request.url)
         headers = request.headers
         body: bytes | None = request.body or None
@@ -182,8 +239,12 @@ class AiohttpTransport:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TransportError("timeout", f"no answer within {timeout:g} s", retryable=True)
+            if hook is not None and body is None and not hook.done:
+                # Without a body aiohttp writes the request inside the call: run it here.
+                hook.done = True
+                await hook.before_write()
             status, resp_headers, resp_body = await self._send_once(
-                method, url, headers, body, timeout if hop == 0 else remaining, timeout
+                method, url, headers, body, timeout if hop == 0 else remaining, timeout, hook
             )
             if status not in _REDIRECT_STATUSES:
                 return HttpResponse(status, resp_headers, resp_body)
@@ -242,10 +303,12 @@ class AiohttpTransport:
         body: bytes | None,
         remaining: float,
         timeout: float,
+        hook: _WriteHook | None,
     ) -> tuple[int, dict[str, str], bytes]:
         sent_headers, skip = _outgoing_headers(headers)
+        hooked = hook is not None and not hook.done
         try:
-            async with self._client().request(
+            async with self._client(hooked=hooked).request(
                 method,
                 url,
                 headers=sent_headers,
@@ -257,6 +320,7 @@ class AiohttpTransport:
                     else aiohttp.ClientTimeout(total=remaining)
                 ),
                 skip_auto_headers=skip,
+                trace_request_ctx=hook if hooked else None,
             ) as resp:
                 data = await _read_capped(resp, self.max_response_bytes)
                 return resp.status, _response_headers(resp), data
@@ -284,10 +348,11 @@ class AiohttpTransport:
             ) from exc
 
     async def aclose(self) -> None:
-        """Close the shared session and its connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the shared sessions and their connections."""
+        for session in (self._session, self._hooked_session):
+            if session is not None:
+                await session.close()
+        self._session = self._hooked_session = None
 
     async def __aenter__(self) -> AiohttpTransport:
         return self
@@ -312,8 +377,12 @@ class InMemoryTransport:
         self.handler = handler
         self.requests: list[HttpRequest] = []
 
-    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
-        """Record `request` and return the handler's answer."""
+    async def send(
+        self, request: HttpRequest, *, timeout: float, before_write: BeforeWrite | None = None
+    ) -> HttpResponse:
+        """Record `request` (after `before_write`) and return the handler's answer."""
+        if before_write is not None:
+            await before_write()
         self.requests.append(request)
         answer = self.handler(request)
         if inspect.isawaitable(answer):
@@ -325,4 +394,10 @@ class InMemoryTransport:
         """Nothing to release."""
 
 
-__all__ = ["AiohttpTransport", "InMemoryTransport", "Transport", "TransportError"]
+__all__ = [
+    "AiohttpTransport",
+    "BeforeWrite",
+    "InMemoryTransport",
+    "Transport",
+    "TransportError",
+]

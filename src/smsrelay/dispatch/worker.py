@@ -530,9 +530,13 @@ class Dispatcher:
                 # another worker may claim these too, so leave them to whoever does.
                 return None
             started = time.perf_counter()
+            # The rate is kept again where the request's bytes leave (`pace_write`).
+            paced = functools.partial(limiter.pace_write, units) if limiter.limited else None
             try:
                 response = await self.transport.send(
-                    request, timeout=connector.definition.request.timeout_seconds
+                    request,
+                    timeout=connector.definition.request.timeout_seconds,
+                    before_write=paced,
                 )
             except TransportError as exc:
                 return None, exc, (time.perf_counter() - started) * 1000
