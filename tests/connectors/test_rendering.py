@@ -551,6 +551,40 @@ def test_render_batch_leaves_out_messages_that_cannot_render() -> None:
     assert (failed_id, error.reason) == ("m-2", "missing_parameter:params.name")
 
 
+@pytest.mark.parametrize(
+    ("body", "batch"),
+    [
+        ({"json": {"v": 1}}, {"mode": "items", "item": {"to": "{{to}}", "t": "$$n {{body}}"}}),
+        ({"json": {"t": "{{body}}"}}, {"mode": "values", "path": "to", "value": "$$n{{to}}"}),
+        ({"form": {"t": "{{body}}"}}, {"mode": "values", "path": "to", "value": "$$n{{to}}"}),
+        (
+            {"json": {"t": "{{body}}"}},
+            {"mode": "join", "path": "to", "value": "$$n{{to}}", "delimiter": ","},
+        ),
+        (
+            {"form": {"t": "{{body}}"}},
+            {"mode": "join", "path": "to", "value": "$$n{{to}}", "delimiter": ";"},
+        ),
+    ],
+)
+def test_render_batch_sends_what_render_request_renders_for_the_rest(
+    body: dict[str, Any], batch: dict[str, Any]
+) -> None:
+    document = {
+        "name": "b",
+        "request": {"url": "https://sms.example.com/send", "body": body},
+        "batch": {"size": 5, **batch},
+    }
+    compiled = batched(document)
+    good = [message(n, params={"n": str(n)}) for n in (1, 3, 4)]
+    bad = message(2)  # no params.n
+    result = render_batch(compiled, [good[0], bad, *good[1:]], ENV)
+    assert result.request == render_request(compiled, good, ENV)
+    assert [(m, e.reason) for m, e in result.failures] == [("m-2", "missing_parameter:params.n")]
+    with pytest.raises(ValueError, match=r"batch\.size is 5"):
+        render_batch(compiled, [message(n, params={"n": "1"}) for n in range(6)], ENV)
+
+
 # ---------------------------------------------------------------- compiled once
 
 

@@ -648,6 +648,14 @@ def render_request(
     if len(messages) > batch.size:
         raise ValueError(f"batch.size is {batch.size}; got {len(messages)} messages")
     all_values = [_Values(message, env) for message in messages]
+    part = _slot_part(compiled)
+    return _render_batch_request(compiled, all_values, [part(values) for values in all_values], env)
+
+
+def _render_batch_request(
+    compiled: CompiledConnector, all_values: list[_Values], parts: list[Any], env: RenderEnvironment
+) -> HttpRequest:
+    """The request carrying these messages, their parts of the batch already rendered."""
     first = all_values[0]
     if len(all_values) > 1:
         expected = _batch_key(compiled, first)
@@ -657,8 +665,8 @@ def render_request(
                     f"message {values.message.message_id!r} has a different batch key than "
                     f"{first.message.message_id!r}; group messages by batch_key() first"
                 )
-    first.slot = _render_slot_content(compiled, all_values)
-    return _render(compiled, first, env, tuple(m.message_id for m in messages))
+    first.slot = _assemble_slot(compiled, parts)
+    return _render(compiled, first, env, tuple(values.message.message_id for values in all_values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,44 +690,57 @@ def render_batch(
             return RenderedBatch(render_request(compiled, messages, env), ())
         except RenderError as exc:
             return RenderedBatch(None, tuple((m.message_id, exc) for m in messages))
-    renderable: list[OutboundMessage] = []
+    batch = compiled.definition.batch
+    assert batch is not None
+    if len(messages) > batch.size:
+        raise ValueError(f"batch.size is {batch.size}; got {len(messages)} messages")
+    part = _slot_part(compiled)
+    renderable: list[_Values] = []
+    parts: list[Any] = []
     failures: list[tuple[str, RenderError]] = []
     for message in messages:
         values = _Values(message, env)
         try:
-            _render_slot_content(compiled, [values])
+            parts.append(part(values))
         except RenderError as exc:
             failures.append((message.message_id, exc))
         else:
-            renderable.append(message)
+            renderable.append(values)
     if not renderable:
         return RenderedBatch(None, tuple(failures))
     try:
-        request = render_request(compiled, renderable, env)
+        # Each message's part is rendered once, here: the request is assembled from them.
+        request = _render_batch_request(compiled, renderable, parts, env)
     except RenderError as exc:
-        failures.extend((m.message_id, exc) for m in renderable)
+        failures.extend((values.message.message_id, exc) for values in renderable)
         return RenderedBatch(None, tuple(failures))
     return RenderedBatch(request, tuple(failures))
 
 
-def _render_slot_content(compiled: CompiledConnector, all_values: list[_Values]) -> Any:
+def _slot_part(compiled: CompiledConnector) -> Callable[[_Values], Any]:
+    """What renders one message's part of a batch: an item, a value, or a text to join."""
     batch = compiled.definition.batch
     assert batch is not None
     if batch.mode == "items":
         item = compiled.batch_item
         assert item is not None
-        return [item(values) for values in all_values]
-    if batch.mode == "values":
-        if compiled.body_type == "json":
-            value = compiled.batch_value
-            assert value is not None
-            return [value(values) for values in all_values]
-        text = compiled.batch_text
-        assert text is not None
-        return [text(values) for values in all_values]
+        return item
+    if batch.mode == "values" and compiled.body_type == "json":
+        value = compiled.batch_value
+        assert value is not None
+        return value
     text = compiled.batch_text
     assert text is not None
-    joined = batch.delimiter.join([text(values) for values in all_values])
+    return text
+
+
+def _assemble_slot(compiled: CompiledConnector, parts: list[Any]) -> Any:
+    """The batch's slot content from its messages' parts (`_slot_part`), in order."""
+    batch = compiled.definition.batch
+    assert batch is not None
+    if batch.mode in ("items", "values"):
+        return parts
+    joined = batch.delimiter.join(parts)
     return joined if compiled.body_type == "json" else [joined]
 
 
