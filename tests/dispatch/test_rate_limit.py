@@ -25,6 +25,14 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
+def limiter_on_fake_clock(
+    *, per_second: float, burst: int, concurrency: int = 10
+) -> tuple[FakeClock, ConnectorLimiter]:
+    clock = FakeClock()
+    rate = RateLimit(per_second=per_second, burst=burst, concurrency=concurrency)
+    return clock, ConnectorLimiter(rate, clock=clock, sleep=clock.sleep)
+
+
 async def test_burst_goes_out_at_once_then_the_rate_paces() -> None:
     clock = FakeClock()
     bucket = TokenBucket(10, 5, clock=clock, sleep=clock.sleep)
@@ -117,10 +125,7 @@ async def test_concurrency_limit_holds_requests_in_flight() -> None:
 
 
 async def test_permit_charges_the_rate_per_request() -> None:
-    clock = FakeClock()
-    limiter = ConnectorLimiter(
-        RateLimit(per_second=2, burst=2, concurrency=10), clock=clock, sleep=clock.sleep
-    )
+    clock, limiter = limiter_on_fake_clock(per_second=2, burst=2)
     for _ in range(6):
         async with limiter.permit(1):
             pass
@@ -128,10 +133,7 @@ async def test_permit_charges_the_rate_per_request() -> None:
 
 
 async def test_writes_that_follow_their_tokens_are_not_held() -> None:
-    clock = FakeClock()
-    limiter = ConnectorLimiter(
-        RateLimit(per_second=2, burst=1, concurrency=1), clock=clock, sleep=clock.sleep
-    )
+    clock, limiter = limiter_on_fake_clock(per_second=2, burst=1, concurrency=1)
     for _ in range(5):
         async with limiter.permit(1):
             await limiter.pace_write(1)
@@ -140,10 +142,7 @@ async def test_writes_that_follow_their_tokens_are_not_held() -> None:
 
 
 async def test_writes_held_up_after_their_tokens_go_out_at_the_rate() -> None:
-    clock = FakeClock()
-    limiter = ConnectorLimiter(
-        RateLimit(per_second=2, burst=1, concurrency=10), clock=clock, sleep=clock.sleep
-    )
+    clock, limiter = limiter_on_fake_clock(per_second=2, burst=1)
     spent = []
     for _ in range(3):
         await limiter.acquire(1)
@@ -159,10 +158,7 @@ async def test_writes_held_up_after_their_tokens_go_out_at_the_rate() -> None:
 
 
 async def test_a_new_holder_continues_both_buckets() -> None:
-    clock = FakeClock()
-    limiter = ConnectorLimiter(
-        RateLimit(per_second=10, burst=5, concurrency=10), clock=clock, sleep=clock.sleep
-    )
+    clock, limiter = limiter_on_fake_clock(per_second=10, burst=5)
     limiter.start_at(-2.0, 0.1)  # a debt of 2 tokens, 0.1 s ago: -1 now
     assert abs(limiter.tokens + 1.0) < 1e-9
     await limiter.pace_write(1)
@@ -171,10 +167,7 @@ async def test_a_new_holder_continues_both_buckets() -> None:
 
 
 async def test_the_level_handed_on_is_the_lower_bucket() -> None:
-    clock = FakeClock()
-    limiter = ConnectorLimiter(
-        RateLimit(per_second=10, burst=5, concurrency=10), clock=clock, sleep=clock.sleep
-    )
+    _clock, limiter = limiter_on_fake_clock(per_second=10, burst=5)
     await limiter.acquire(2)
     assert limiter.tokens == 3.0
     await limiter.pace_write(4)
