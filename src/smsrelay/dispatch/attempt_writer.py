@@ -5,10 +5,11 @@ Send tasks hand their records to one `AttemptWriter`; it writes them with a sing
 seconds after the first of them arrived, whichever comes first. A failed write keeps the
 records and tries again: they are the only trace of sends the provider already has.
 
-`max_records` is also where senders stop to wait for the write (`add`, `wait_for_room`).
-Below ~20 000 sends/s the `max_delay` of 50 ms writes a group before it fills, so 1000
-only bounds a burst; at 200, one-message requests at ~2 000/s kept stopping every sender
-behind each group commit (bench/dispatch_unbatched.py: ratio 0.28 -> 0.36 on average).
+`max_records` is also where senders stop to wait for the write (`add`, `wait_for_room`):
+it bounds the messages sent but not yet recorded, which a crash sends twice. 1000 instead
+of 200 made one-message dispatch ~25% faster (fewer stops behind group commits) but a
+worker SIGKILLed under load left 1 117-1 236 duplicates instead of 40-264
+(bench/README.md, fourth round), so it stays at 200.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class AttemptWriter:
         database: Database,
         worker_id: str,
         *,
-        max_records: int = 1000,
+        max_records: int = 200,
         max_delay: float = 0.05,
         retry_delay: float = 1.0,
         write: RecordAttempts = record_attempts,
