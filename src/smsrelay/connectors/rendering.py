@@ -645,11 +645,17 @@ def render_request(
             )
         values = _Values(messages[0], env)
         return _render(compiled, values, env, (messages[0].message_id,))
-    if len(messages) > batch.size:
-        raise ValueError(f"batch.size is {batch.size}; got {len(messages)} messages")
+    _check_batch_size(compiled, len(messages))
     all_values = [_Values(message, env) for message in messages]
     part = _slot_part(compiled)
     return _render_batch_request(compiled, all_values, [part(values) for values in all_values], env)
+
+
+def _check_batch_size(compiled: CompiledConnector, count: int) -> None:
+    batch = compiled.definition.batch
+    assert batch is not None
+    if count > batch.size:
+        raise ValueError(f"batch.size is {batch.size}; got {count} messages")
 
 
 def _render_batch_request(
@@ -690,10 +696,6 @@ def render_batch(
             return RenderedBatch(render_request(compiled, messages, env), ())
         except RenderError as exc:
             return RenderedBatch(None, tuple((m.message_id, exc) for m in messages))
-    batch = compiled.definition.batch
-    assert batch is not None
-    if len(messages) > batch.size:
-        raise ValueError(f"batch.size is {batch.size}; got {len(messages)} messages")
     part = _slot_part(compiled)
     renderable: list[_Values] = []
     parts: list[Any] = []
@@ -708,6 +710,7 @@ def render_batch(
             renderable.append(values)
     if not renderable:
         return RenderedBatch(None, tuple(failures))
+    _check_batch_size(compiled, len(renderable))
     try:
         # Each message's part is rendered once, here: the request is assembled from them.
         request = _render_batch_request(compiled, renderable, parts, env)

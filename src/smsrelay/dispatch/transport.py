@@ -142,9 +142,8 @@ async def _on_chunk_sent(
     """aiohttp calls this before it writes each chunk of a body (with the headers, the first
     time): the first call of a request runs the sender's `before_write`."""
     hook = context.trace_request_ctx
-    if hook is not None and not hook.done:
-        hook.done = True
-        await hook.before_write()
+    if hook is not None:
+        await hook.run()
 
 
 @dataclass(slots=True)
@@ -153,6 +152,11 @@ class _WriteHook:
 
     before_write: BeforeWrite
     done: bool = False
+
+    async def run(self) -> None:
+        if not self.done:
+            self.done = True
+            await self.before_write()
 
 
 class AiohttpTransport:
@@ -239,12 +243,12 @@ class AiohttpTransport:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TransportError("timeout", f"no answer within {timeout:g} s", retryable=True)
-            if hook is not None and body is None and not hook.done:
+            if hook is not None and body is None:
                 # Without a body aiohttp writes the request inside the call: run it here.
-                hook.done = True
-                await hook.before_write()
+                await hook.run()
+            pending = hook if hook is not None and not hook.done else None
             status, resp_headers, resp_body = await self._send_once(
-                method, url, headers, body, timeout if hop == 0 else remaining, timeout, hook
+                method, url, headers, body, timeout if hop == 0 else remaining, timeout, pending
             )
             if status not in _REDIRECT_STATUSES:
                 return HttpResponse(status, resp_headers, resp_body)
@@ -305,10 +309,10 @@ class AiohttpTransport:
         timeout: float,
         hook: _WriteHook | None,
     ) -> tuple[int, dict[str, str], bytes]:
+        """One hop; a `hook` not yet run goes through the hooked session."""
         sent_headers, skip = _outgoing_headers(headers)
-        hooked = hook is not None and not hook.done
         try:
-            async with self._client(hooked=hooked).request(
+            async with self._client(hooked=hook is not None).request(
                 method,
                 url,
                 headers=sent_headers,
@@ -320,7 +324,7 @@ class AiohttpTransport:
                     else aiohttp.ClientTimeout(total=remaining)
                 ),
                 skip_auto_headers=skip,
-                trace_request_ctx=hook if hooked else None,
+                trace_request_ctx=hook,
             ) as resp:
                 data = await _read_capped(resp, self.max_response_bytes)
                 return resp.status, _response_headers(resp), data
