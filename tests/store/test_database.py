@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -109,3 +112,103 @@ async def test_naive_timestamps_are_refused(database: Database) -> None:
 
 async def test_dialect_names(database: Database, database_url: str) -> None:
     assert database.dialect == ("sqlite" if database_url.startswith("sqlite") else "postgresql")
+
+
+async def count_rows(db: Database) -> int:
+    async with db.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM t"))).scalar_one())
+
+
+async def test_write_at_once_commits_one_transaction_on_its_own_thread(
+    sqlite_db: Database,
+) -> None:
+    assert sqlite_db.writes_at_once
+
+    def write(conn: sqlite3.Connection) -> tuple[bool, str]:
+        conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+        return conn.in_transaction, threading.current_thread().name
+
+    in_transaction, thread = await sqlite_db.write_at_once(write)
+    assert in_transaction and thread.startswith("smsrelay-writer")
+    assert await count_rows(sqlite_db) == 2
+
+
+async def test_write_at_once_rolls_back_what_raised(sqlite_db: Database) -> None:
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (1)")
+        raise ValueError("not this")
+
+    with pytest.raises(ValueError, match="not this"):
+        await sqlite_db.write_at_once(write)
+    assert await count_rows(sqlite_db) == 0
+    # The connection is usable again.
+    await sqlite_db.write_at_once(lambda conn: conn.execute("INSERT INTO t VALUES (3)"))
+    assert await count_rows(sqlite_db) == 1
+
+
+async def test_write_at_once_rolls_back_when_its_caller_is_cancelled(
+    sqlite_db: Database,
+) -> None:
+    started, go_on = threading.Event(), threading.Event()
+
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (1)")
+        started.set()
+        go_on.wait(5)
+
+    task = asyncio.create_task(sqlite_db.write_at_once(write))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    await asyncio.sleep(0.01)
+    assert not task.done()  # it waits for the thread, so the turn is not given up early
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await count_rows(sqlite_db) == 0
+
+
+async def test_write_at_once_takes_turns_with_the_other_write_transactions(
+    sqlite_db: Database,
+) -> None:
+    inside = threading.Event()
+
+    def slow_write(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (1)")
+        inside.set()
+        time.sleep(0.3)  # longer than nothing, shorter than the busy timeout
+
+    async def then_write() -> list[int]:
+        await asyncio.to_thread(inside.wait, 5)
+        async with sqlite_db.transaction() as conn:
+            # Waited for the writer turn: the first transaction is committed.
+            seen = list((await conn.execute(text("SELECT v FROM t"))).scalars())
+            await conn.execute(text("INSERT INTO t VALUES (2)"))
+        return seen
+
+    _, seen = await asyncio.gather(sqlite_db.write_at_once(slow_write), then_write())
+    assert seen == [1]
+    assert await count_rows(sqlite_db) == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "at_once"),
+    [
+        ("sqlite:///{tmp}/x.db", True),
+        ("sqlite://", False),
+        ("sqlite:///:memory:", False),
+        ("sqlite:///file:{tmp}/x.db?mode=rwc&uri=true", False),
+    ],
+)
+async def test_only_a_sqlite_file_is_written_at_once(
+    url: str, at_once: bool, tmp_path: Path
+) -> None:
+    db = open_database(url.format(tmp=tmp_path))
+    try:
+        assert db.writes_at_once is at_once
+    finally:
+        await db.close()
+
+
+async def test_postgresql_is_not_written_at_once(database: Database) -> None:
+    # The shared fixture's SQLite databases are files.
+    assert database.writes_at_once is database.is_sqlite

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event, insert, select, update
 from store_samples import NOW, acme
 
+from smsrelay.store import outbox
 from smsrelay.store.connectors import StoredConnector, save_connector
 from smsrelay.store.database import Database, open_database
 from smsrelay.store.lifecycle import CLAIMABLE, MessageStatus
@@ -184,7 +186,7 @@ async def test_expired_lease_is_reclaimed_and_flags_an_accepted_message(
 
 
 async def test_attempt_results_are_recorded_in_one_transaction(
-    database: Database, connector: StoredConnector
+    database: Database, connector: StoredConnector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent, retried, failed = await queue(database, connector, 3)
     await claim(database, connector)
@@ -196,7 +198,16 @@ async def test_attempt_results_are_recorded_in_one_transaction(
     def count_transaction(connection: object) -> None:
         transactions.append(connection)
 
-    event.listen(database.engine.sync_engine, "begin", count_transaction)
+    # Committed ones: on SQLite the states are read first, on a read-only connection, and
+    # written on the writer thread's connection (`Database.write_at_once`).
+    event.listen(database.engine.sync_engine, "commit", count_transaction)
+    write_at_once = database.write_at_once
+
+    async def counted(work: Any) -> Any:
+        transactions.append(work)
+        return await write_at_once(work)
+
+    monkeypatch.setattr(database, "write_at_once", counted)
     try:
         await record_attempts(
             database,
@@ -216,7 +227,7 @@ async def test_attempt_results_are_recorded_in_one_transaction(
             worker_id="w1",
         )
     finally:
-        event.remove(database.engine.sync_engine, "begin", count_transaction)
+        event.remove(database.engine.sync_engine, "commit", count_transaction)
     assert len(transactions) == 1
 
     s = await get_message(database, sent)
@@ -441,6 +452,70 @@ async def test_a_late_batch_answer_keeps_its_attempt_when_a_report_came_first(
         ("attempt", {"attempt": 1, "outcome": "sent", "provider_ids": [f"p-{ids[0]}"], **trace})
     ]
     assert await statuses(database, ids[1:]) == ["sent"] * 4
+
+
+@pytest.mark.parametrize("reported", [False, True], ids=["alone", "report-in-between"])
+@pytest.mark.parametrize("count", [1, 5], ids=["one-row", "one-request"])
+async def test_sqlite_writes_back_only_rows_still_as_read(
+    database: Database,
+    connector: StoredConnector,
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+    reported: bool,
+) -> None:
+    if not database.is_sqlite:
+        pytest.skip("PostgreSQL reads the states under row locks: nothing changes in between")
+    ids = await queue(database, connector, count)
+    await claim(database, connector)
+    work_out = outbox._work_out
+    calls = 0
+
+    async def report_in_between(*args: Any, **kwargs: Any) -> Any:
+        # The states are read (unlocked) and the changes worked out; a delivery report
+        # for the first message is stored before the write transaction begins.
+        nonlocal calls
+        calls += 1
+        found = await work_out(*args, **kwargs)
+        if reported and calls == 1:
+            async with database.transaction() as conn:
+                await conn.execute(
+                    update(messages).where(messages.c.id == ids[0]).values(status=S.DELIVERED.value)
+                )
+        return found
+
+    monkeypatch.setattr(outbox, "_work_out", report_in_between)
+    at = NOW + timedelta(seconds=1)
+    trace = {"batch_size": count}  # one object: the messages of one request share it
+    await record_attempts(
+        database,
+        [AttemptRecord(m, "sent", provider_ids=(f"p-{m}",), detail=trace, at=at) for m in ids],
+        worker_id="w1",
+    )
+    # Worked out again, under the write lock, only when a row changed in between.
+    assert calls == (2 if reported else 1)
+    first = await get_message(database, ids[0])
+    assert first is not None
+    assert first.status is (S.DELIVERED if reported else S.SENT)
+    assert (first.attempts, first.sent_at, first.provider_ids) == (1, at, (f"p-{ids[0]}",))
+    for message_id in ids[1:]:
+        other = await get_message(database, message_id)
+        assert other is not None
+        assert (other.status, other.attempts, other.provider_ids) == (
+            S.SENT,
+            1,
+            (f"p-{message_id}",),
+        )
+        assert [(e.kind, e.status) for e in other.events] == [
+            ("attempt", "sent"),
+            ("status", "sent"),
+        ]
+    # Only the attempt, when the report came first; nothing twice.
+    assert [(e.kind, e.status) for e in first.events] == (
+        [("attempt", "delivered")] if reported else [("attempt", "sent"), ("status", "sent")]
+    )
+    async with database.connect() as conn:
+        leases = (await conn.execute(select(messages.c.lease_owner))).scalars().all()
+    assert leases == [None] * count
 
 
 async def test_retried_message_is_claimed_again_when_due_with_its_attempts(

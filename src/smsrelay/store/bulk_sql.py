@@ -6,11 +6,19 @@ job), but each is compiled once per dialect and executed through the driver
 per-row `Row` objects. `Codec` does the few conversions by hand, exactly as the column
 types would: timestamps as SQLite's text form or PostgreSQL's `timestamptz`, JSON as
 `json.dumps` text (PostgreSQL's driver takes JSON as text too).
+
+On SQLite a statement over many rows runs as one statement, stepped once: many values go
+in as one JSON array of rows (`json_rows`), and many rows come out as one JSON array
+(`packed`). SQLite runs on a thread of its own (aiosqlite's, or the writer thread of
+`Database.write_at_once`), and Python's driver lets go of the GIL around every step, one
+per row of an executemany or a fetch, and must take it back after each, which waits while
+the event loop's thread runs Python (bench/README.md, fifth round).
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -99,6 +107,33 @@ def id_list_rows(name: str, dialect: Dialect) -> Any:
     return func.json_each(bindparam(name)).table_valued("value").alias("listed")
 
 
+def json_rows(names: Sequence[str], name: str = "rows") -> tuple[Any, dict[str, Any]]:
+    """SQLite: rows bound as one parameter, a JSON array of arrays of values in `names`
+    order, as a table (`json_each`, in array order) and the column of each name.
+
+    A statement over it (`INSERT ... SELECT`, `UPDATE ... FROM`) writes every row in one
+    step (see the module docstring). Values go through JSON: text, integers and NULL, as
+    the `Codec` gives them.
+    """
+    listed = func.json_each(bindparam(name)).table_valued("value").alias("json_rows")
+    columns = {
+        # The path inline, not bound: the statement's one parameter is the rows.
+        column: func.json_extract(listed.c.value, literal_column(f"'$[{position}]'"))
+        for position, column in enumerate(names)
+    }
+    return listed, columns
+
+
+def _packed(query: Any) -> Any:
+    """SQLite: the query's rows as one row, a JSON array of arrays (one step to fetch).
+
+    Row order within the array is the query's order as SQLite produces it; callers that
+    need an order sort the decoded rows.
+    """
+    inner = query.subquery("packed")
+    return select(func.json_group_array(func.json_array(*inner.c)))
+
+
 def typed_parameter(name: str, type_: Any, dialect: Dialect) -> Any:
     """A bound value in a SELECT list, cast where the database cannot infer its type.
 
@@ -122,12 +157,19 @@ class DriverStatement:
         keys: Sequence[str] | None = None,
         *,
         many: bool = False,
+        packed: bool = False,
+        json_rows: Sequence[str] | None = None,
     ) -> None:
         # `build(dialect)` returns the Core statement; `keys` are the columns an INSERT
         # or UPDATE takes (default: every bind parameter of the statement).
+        # SQLite only: `packed`, a SELECT whose rows come back as one JSON array (`fetch`
+        # decodes it); `json_rows`, the value names of a statement that `build("sqlite")`
+        # writes over `json_rows(...)` (run by `execute_rows` with one parameter).
         self._build = build
         self._keys = list(keys) if keys is not None else None
         self._many = many
+        self._packed = packed
+        self._json_rows = list(json_rows) if json_rows is not None else None
         self._compiled: dict[str, tuple[str, Ordering]] = {}
         # Values SQLAlchemy binds by itself (SQLite's `OFFSET 0` after a bound LIMIT).
         self._fixed: dict[str, dict[str, Any]] = {}
@@ -136,10 +178,16 @@ class DriverStatement:
     def _for(self, db: Database) -> tuple[str, Ordering]:
         found = self._compiled.get(db.dialect)
         if found is None:
-            compiled = self._build(db.dialect).compile(
+            statement = self._build(db.dialect)
+            many = self._many
+            if db.is_sqlite and self._packed:
+                statement = _packed(statement)
+            if db.is_sqlite and self._json_rows is not None:
+                many = False
+            compiled = statement.compile(
                 dialect=db.engine.dialect,
-                column_keys=self._keys,
-                for_executemany=self._many,
+                column_keys=self._keys if many else None,
+                for_executemany=many,
             )
             binds = getattr(compiled, "binds", {})
             fixed = {
@@ -178,19 +226,74 @@ class DriverStatement:
         db: Database,
         names: Sequence[str],
         rows: Sequence[tuple[Any, ...]],
-    ) -> None:
-        """Like `execute_many`, with each row a tuple of values in `names` order."""
+    ) -> int:
+        """Like `execute_many`, with each row a tuple of values in `names` order; the number
+        of rows changed."""
         if not rows:
-            return
+            return 0
+        sql, params = self.rows_params(db, names, rows)
+        result = await conn.exec_driver_sql(sql, params)
+        return int(result.rowcount)
+
+    def rows_params(
+        self, db: Database, names: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    ) -> tuple[str, Any]:
+        """The SQL and its parameters for these rows: a list of tuples (an executemany), or
+        on SQLite over `json_rows` one tuple with the JSON text."""
         sql, _ = self._for(db)
-        bound = self._names[db.dialect]
+        packing = db.is_sqlite and self._json_rows is not None
+        bound = self._json_rows if packing and self._json_rows else self._names[db.dialect]
         positions = [list(names).index(name) for name in bound]
         if positions == list(range(len(names))):
             params: Sequence[tuple[Any, ...]] = rows
         else:
             pick = itemgetter(*positions)
             params = [pick(row) if len(positions) > 1 else (pick(row),) for row in rows]
-        await conn.exec_driver_sql(sql, list(params))
+        if packing:
+            return sql, (json.dumps(params),)
+        return sql, list(params)
+
+    # The same on a plain sqlite3 connection, on the thread that owns it
+    # (`Database.write_at_once`).
+
+    def execute_rows_now(
+        self,
+        conn: sqlite3.Connection,
+        db: Database,
+        names: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+    ) -> int:
+        """`execute_rows`, on a sqlite3 connection."""
+        if not rows:
+            return 0
+        sql, params = self.rows_params(db, names, rows)
+        if self._json_rows is not None:
+            return conn.execute(sql, params).rowcount
+        return conn.executemany(sql, params).rowcount
+
+    def execute_now(
+        self, conn: sqlite3.Connection, db: Database, values: Mapping[str, Any]
+    ) -> sqlite3.Cursor:
+        """Run the statement once on a sqlite3 connection; its cursor."""
+        sql, params = self._single(db, values)
+        return conn.execute(sql, params)
+
+    def execute_returning_now(
+        self, conn: sqlite3.Connection, db: Database, values: Mapping[str, Any]
+    ) -> tuple[int, tuple[Any, ...] | None]:
+        """`execute_returning`, on a sqlite3 connection."""
+        cursor = self.execute_now(conn, db, values)
+        row = cursor.fetchone() if cursor.description else None
+        return cursor.rowcount, None if row is None else tuple(row)
+
+    def fetch_now(
+        self, conn: sqlite3.Connection, db: Database, values: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """`fetch`, on a sqlite3 connection."""
+        cursor = self.execute_now(conn, db, values)
+        if self._packed:
+            return [tuple(row) for row in json.loads(cursor.fetchone()[0])]
+        return cursor.fetchall()
 
     async def fetch(
         self, conn: AsyncConnection, db: Database, values: Mapping[str, Any]
@@ -198,7 +301,18 @@ class DriverStatement:
         """Run the statement once; its rows as plain tuples."""
         sql, params = self._single(db, values)
         result = await conn.exec_driver_sql(sql, params)
+        if db.is_sqlite and self._packed:
+            return [tuple(row) for row in json.loads(result.scalar_one())]
         return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
+
+    async def execute_returning(
+        self, conn: AsyncConnection, db: Database, values: Mapping[str, Any]
+    ) -> tuple[int, tuple[Any, ...] | None]:
+        """Run the statement once; (rows changed, the first row it returned, if any)."""
+        sql, params = self._single(db, values)
+        result = await conn.exec_driver_sql(sql, params)
+        row = result.fetchone() if result.returns_rows else None
+        return int(result.rowcount), None if row is None else tuple(row)
 
     async def execute(self, conn: AsyncConnection, db: Database, values: Mapping[str, Any]) -> int:
         """Run the statement once; the number of rows it changed."""

@@ -4,19 +4,36 @@ Claims lease messages to one worker (`sending`, with `lease_owner` and an expiry
 `next_attempt_at` too, so one index finds what is due whatever the status). PostgreSQL
 claims with `FOR UPDATE SKIP LOCKED`, so workers on many machines never wait for or take
 each other's rows; SQLite claims inside `BEGIN IMMEDIATE`. Results are written back as a
-group commit: one transaction and a handful of executemany statements for many messages.
+group commit: one transaction and a handful of statements for many messages.
+
+On SQLite in a file both run on the writer thread (`Database.write_at_once`), and a group
+commit works its changes out before it takes the writer turn, from states read without
+it, then writes each row only where it is still as read (`record_attempts`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import sqlite3
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Integer, bindparam, exists, insert, literal_column, select, union, update
+from sqlalchemy import (
+    Integer,
+    and_,
+    bindparam,
+    exists,
+    insert,
+    literal_column,
+    select,
+    true,
+    union,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,6 +44,7 @@ from smsrelay.store.bulk_sql import (
     DriverStatement,
     id_list_condition,
     id_list_rows,
+    json_rows,
     typed_parameter,
 )
 from smsrelay.store.connector_groups import Failover, failover_routes
@@ -181,7 +199,8 @@ def _address(dialect: Dialect) -> Any:
 # Compiled once per dialect (store.bulk_sql): a claim is three statements whatever its size.
 # SQLite only: each row ends with its rowid, which the lease is written by.
 _SELECT_DUE = DriverStatement(
-    lambda d: _due_selection(d).add_columns(*_CLAIM_COLUMNS[1:], _address(d))
+    lambda d: _due_selection(d).add_columns(*_CLAIM_COLUMNS[1:], _address(d).label("address")),
+    packed=True,
 )
 _LEASE_PICKED = DriverStatement(
     lambda d: update(messages).where(id_list_condition(_address(d), "ids", d)).values(_LEASE_VALUES)
@@ -218,25 +237,42 @@ async def claim_due_messages(
         "l_next": codec.timestamp(expires),
         "l_updated": codec.timestamp(now),
     }
-    async with db.transaction() as conn:
-        if db.is_sqlite:
-            # BEGIN IMMEDIATE holds the write lock: nothing changes between select and update.
-            picked = await _SELECT_DUE.fetch(conn, db, values)
-            if picked:
-                ids = json.dumps([row[-1] for row in picked])
-                await _LEASE_PICKED.execute(conn, db, {**values, "ids": ids})
-        else:
-            picked = await _CLAIM_LOCKED.fetch(conn, db, values)
-            picked.sort(key=lambda row: (row[2], row[0]))
-        # A message first claimed from `queued` with no attempts cannot have been accepted.
-        suspects = [row[0] for row in picked if row[1] != _QUEUED or row[_ATTEMPTS_AT] > 0]
-        accepted = await _accepted_before(conn, suspects) if suspects else set()
+    if db.writes_at_once:
+        picked = await db.write_at_once(functools.partial(_claim_now, db=db, values=values))
+    else:
+        async with db.transaction() as conn:
+            if db.is_sqlite:
+                # BEGIN IMMEDIATE holds the write lock: nothing changes in between.
+                picked = await _SELECT_DUE.fetch(conn, db, values)
+                if picked:
+                    ids = json.dumps([row[-1] for row in picked])
+                    await _LEASE_PICKED.execute(conn, db, {**values, "ids": ids})
+            else:
+                picked = await _CLAIM_LOCKED.fetch(conn, db, values)
+    # Oldest due first (neither PostgreSQL's RETURNING nor SQLite's packed rows promise
+    # the selection's order; SQLite's due times are text of one fixed width).
+    picked.sort(key=lambda row: (row[2], row[0]))
+    # A message first claimed from `queued` with no attempts cannot have been accepted.
+    # Checked once leased to us: a provider id or report seen then was there before.
+    suspects = [row[0] for row in picked if row[1] != _QUEUED or row[_ATTEMPTS_AT] > 0]
+    accepted: set[str] = set()
+    if suspects:
+        async with db.connect() as conn:
+            accepted = await _accepted_before(conn, suspects)
     # Built after the commit: Python work inside a write transaction holds up every other
     # writer (on SQLite the next group commit waits for it).
     claimed = [_claimed(row, codec, expires) for row in picked]
     if accepted:
         claimed = [replace(m, accepted_before=True) if m.id in accepted else m for m in claimed]
     return claimed
+
+
+def _claim_now(conn: sqlite3.Connection, *, db: Database, values: Mapping[str, Any]) -> list[Any]:
+    """The SQLite claim on the writer thread: pick the due rows and lease them."""
+    picked = _SELECT_DUE.fetch_now(conn, db, values)
+    if picked:
+        _LEASE_PICKED.execute_now(conn, db, {**values, "ids": json.dumps([r[-1] for r in picked])})
+    return picked
 
 
 async def _accepted_before(conn: AsyncConnection, suspects: Sequence[str]) -> set[str]:
@@ -444,13 +480,15 @@ class _MessageState:
     on its own. The values dict is only built when asked for.
     """
 
-    __slots__ = ("_codec", "_values", "address", "connector_id", "id", "key")
+    __slots__ = ("_codec", "_values", "address", "connector_id", "id", "key", "read")
 
     def __init__(self, row: tuple[Any, ...], codec: Codec) -> None:
         # _LOCK_STATES: the _STATE_COLUMNS, then the row's address (see `_address`).
         self.id: str = row[0]
         self.connector_id: int = row[1]
-        self.key: tuple[Any, ...] | None = row[1:-1]
+        # The values as read, in the driver's form (what a checked write compares).
+        self.read: tuple[Any, ...] = row[1:-1]
+        self.key: tuple[Any, ...] | None = self.read
         self.address: Any = row[-1]
         self._values: dict[str, Any] | None = None
         self._codec = codec
@@ -481,7 +519,7 @@ class _MessageState:
     def _copy(self) -> _MessageState:
         copy = _MessageState.__new__(_MessageState)
         copy.id, copy.connector_id, copy.address = self.id, self.connector_id, self.address
-        copy.key, copy._codec = None, self._codec
+        copy.key, copy._codec, copy.read = None, self._codec, self.read
         copy._values = dict(self.values)
         return copy
 
@@ -663,7 +701,7 @@ def _event(
     }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Exchange:
     """One request's trace shared by several messages, and their own attempt parts."""
 
@@ -698,6 +736,25 @@ def _share(events: list[dict[str, Any]], exchange: _Exchange) -> list[dict[str, 
     return events
 
 
+class _RowsChanged(Exception):
+    """A message row changed between the unlocked read and the write (SQLite)."""
+
+
+@dataclass(slots=True)
+class _Writes:
+    """What one group commit writes, worked out from the message states it read."""
+
+    # Rows sharing their new values (and their values as read): one statement each.
+    state_groups: list[tuple[tuple[Any, ...], tuple[Any, ...], list[Any]]]
+    # Every other row: (id, *new values, *values as read), for one executemany.
+    state_rows: list[tuple[Any, ...]]
+    exchanges: list[_Exchange]
+    # Rounds of events (see `_event_rounds`); an event's exchange is set once it is stored.
+    event_rounds: list[_EventRound]
+    provider_ids: list[tuple[Any, ...]]
+    count: int
+
+
 async def record_attempts(
     db: Database, records: Sequence[AttemptRecord], *, worker_id: str
 ) -> None:
@@ -713,6 +770,12 @@ async def record_attempts(
     connector that has a next one in the group, queues the message for that connector
     instead (attempts restarted; see `store.connector_groups`).
     Records for unknown messages are ignored.
+
+    SQLite has one writer at a time, so the states are read and every change worked out
+    before the write transaction, which then writes each row only where it is still as
+    read. If one is not (a delivery report or another worker got there in between),
+    nothing is written and the whole group is done again under the write lock, as
+    PostgreSQL always does it (row locks there hold up nobody else).
     """
     if not records:
         return
@@ -721,78 +784,193 @@ async def record_attempts(
             raise ValueError(f"unknown attempt outcome {record.outcome!r}")
     ids = sorted({record.message_id for record in records})
     codec = Codec(db)
-    async with db.transaction() as conn:
-        states: dict[str, _MessageState] = {}
-        for start in range(0, len(ids), _CHUNK):
-            # Locking in id order keeps concurrent group commits from deadlocking.
-            chunk = ids[start : start + _CHUNK]
-            rows = await _LOCK_STATES.fetch(conn, db, {"ids": _id_list(db, chunk)})
-            for row in rows:
-                locked = _MessageState(row, codec)
-                states[locked.id] = locked
-        if not states:
+    if db.writes_at_once:
+        async with db.connect() as conn:
+            writes = await _work_out(conn, db, codec, records, ids, worker_id)
+        if writes is None:
             return
-        failing = sorted({r.message_id for r in records if r.outcome == "failed"} & set(states))
-        routes = await failover_routes(conn, failing) if failing else {}
-        exchanges = {key: _Exchange(at, detail) for key, (at, detail) in _shared(records).items()}
-        events: list[dict[str, Any]] = []
-        new_provider_ids: list[tuple[Any, ...]] = []
-        # The messages of one request are in one state and get equivalent records: the
-        # effect is worked out once per (state, record) and shared.
-        effects: dict[tuple[Any, ...], _Effect] = {}
-        for record in records:
-            state = states.get(record.message_id)
-            if state is None:
-                continue
-            exchange = exchanges.get(id(record.detail)) if exchanges else None
-            # A message's connector may change (failover): its route is good for one failure.
-            route = routes.pop(record.message_id, None) if routes else None
-            if exchange is None:
-                events.extend(_apply(state._own(), record, worker_id, route))
-            elif route is None and state.key is not None:
-                # The request's trace is stored once, in its exchange row; a shared record's
-                # own detail is not used, its provider ids only in the attempt detail.
-                effect_key = (
-                    state.key,
-                    record.outcome,
-                    record.at,
-                    record.next_attempt_at,
-                    record.error,
-                    not record.provider_ids,
-                )
-                effect = effects.get(effect_key)
-                if effect is None:
-                    effect, made = _shared_effect(state, record, worker_id)
-                    effects[effect_key] = effect
-                else:
-                    made = effect.events(state.id, record.provider_ids)
-                state.key, state._values = effect.key, effect.values
-                events.extend(_share(made, exchange))
+        try:
+            await db.write_at_once(functools.partial(_write_now, db=db, codec=codec, writes=writes))
+            return
+        except _RowsChanged:
+            pass  # rolled back: done again below, on the states as they are now
+    async with db.transaction() as conn:
+        writes = await _work_out(conn, db, codec, records, ids, worker_id)
+        if writes is not None:
+            await _write(conn, db, codec, writes)
+
+
+async def _work_out(
+    conn: AsyncConnection,
+    db: Database,
+    codec: Codec,
+    records: Sequence[AttemptRecord],
+    ids: Sequence[str],
+    worker_id: str,
+) -> _Writes | None:
+    """Read the messages' states and work out what the records do (None: no message found).
+
+    On a write transaction the rows are locked (PostgreSQL, in id order, which keeps
+    concurrent group commits from deadlocking); on a read connection they are not.
+    """
+    states: dict[str, _MessageState] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        rows = await _LOCK_STATES.fetch(conn, db, {"ids": _id_list(db, chunk)})
+        for row in rows:
+            locked = _MessageState(row, codec)
+            states[locked.id] = locked
+    if not states:
+        return None
+    failing = sorted({r.message_id for r in records if r.outcome == "failed"} & set(states))
+    routes = await failover_routes(conn, failing) if failing else {}
+    exchanges = {key: _Exchange(at, detail) for key, (at, detail) in _shared(records).items()}
+    events: list[dict[str, Any]] = []
+    new_provider_ids: list[tuple[Any, ...]] = []
+    # The messages of one request are in one state and get equivalent records: the
+    # effect is worked out once per (state, record) and shared.
+    effects: dict[tuple[Any, ...], _Effect] = {}
+    for record in records:
+        state = states.get(record.message_id)
+        if state is None:
+            continue
+        exchange = exchanges.get(id(record.detail)) if exchanges else None
+        # A message's connector may change (failover): its route is good for one failure.
+        route = routes.pop(record.message_id, None) if routes else None
+        if exchange is None:
+            events.extend(_apply(state._own(), record, worker_id, route))
+        elif route is None and state.key is not None:
+            # The request's trace is stored once, in its exchange row; a shared record's
+            # own detail is not used, its provider ids only in the attempt detail.
+            effect_key = (
+                state.key,
+                record.outcome,
+                record.at,
+                record.next_attempt_at,
+                record.error,
+                not record.provider_ids,
+            )
+            effect = effects.get(effect_key)
+            if effect is None:
+                effect, made = _shared_effect(state, record, worker_id)
+                effects[effect_key] = effect
             else:
-                events.extend(
-                    _share(_apply(state._own(), record, worker_id, route, shared=True), exchange)
+                made = effect.events(state.id, record.provider_ids)
+            state.key, state._values = effect.key, effect.values
+            events.extend(_share(made, exchange))
+        else:
+            events.extend(
+                _share(_apply(state._own(), record, worker_id, route, shared=True), exchange)
+            )
+        found_ids = record.provider_ids
+        if found_ids:
+            if len(found_ids) == 1:
+                new_provider_ids.append(
+                    (state.connector_id, found_ids[0], state.id, record.recipient)
                 )
-            found_ids = record.provider_ids
-            if found_ids:
-                if len(found_ids) == 1:
-                    new_provider_ids.append(
-                        (state.connector_id, found_ids[0], state.id, record.recipient)
-                    )
-                else:
-                    new_provider_ids.extend(
-                        (state.connector_id, provider_id, state.id, record.recipient)
-                        for provider_id in dict.fromkeys(found_ids)
-                    )
-        await _write_states(conn, db, codec, states.values())
-        await _store_exchanges(conn, exchanges.values())
-        for event in events:
-            event["at"] = codec.timestamp(event["at"])
-            event["detail"] = _detail_json(event["detail"])
-            shared = event.pop("shared", None)
-            if shared is not None:
-                event["exchange_id"] = shared.row_id
-        await _insert_events(conn, db, events)
-        await _INSERT_PROVIDER_ID.execute_rows(conn, db, _PROVIDER_ID_FIELDS, new_provider_ids)
+            else:
+                new_provider_ids.extend(
+                    (state.connector_id, provider_id, state.id, record.recipient)
+                    for provider_id in dict.fromkeys(found_ids)
+                )
+    for event in events:
+        event["at"] = codec.timestamp(event["at"])
+        event["detail"] = _detail_json(event["detail"])
+    state_groups, state_rows = _state_writes(codec, states.values())
+    return _Writes(
+        state_groups=state_groups,
+        state_rows=state_rows,
+        exchanges=list(exchanges.values()),
+        event_rounds=_event_rounds(events),
+        provider_ids=new_provider_ids,
+        count=len(states),
+    )
+
+
+# One statement of a group commit: (statement, values) run once, or (statement, names,
+# rows) run over many rows. The runner sends back the rows changed and the first row given.
+_Step = (
+    tuple[DriverStatement, Mapping[str, Any]]
+    | tuple[DriverStatement, Sequence[str], Sequence[tuple[Any, ...]]]
+)
+
+
+def _write_steps(
+    db: Database, codec: Codec, writes: _Writes, *, checked: bool
+) -> Generator[_Step, tuple[int, Any], None]:
+    """The statements that write what `_work_out` found, in order. With `checked`, rows
+    are only written where still as read, else `_RowsChanged` is raised (and the caller's
+    transaction rolls back)."""
+    written = 0
+    for row, read, addresses in writes.state_groups:
+        values = dict(zip(_BOUND_NAMES, row, strict=True))
+        values["ids"] = _id_list(db, addresses)
+        if checked:
+            values.update(zip(_READ_NAMES, read, strict=True))
+            written += (yield (_UPDATE_STATES_IF_UNCHANGED, values))[0]
+        else:
+            yield (_UPDATE_STATES, values)
+    if checked:
+        single = _UPDATE_STATE_IF_UNCHANGED
+        written += (yield (single, _CHECKED_ROW_NAMES, writes.state_rows))[0]
+        if written != writes.count:
+            raise _RowsChanged
+    else:
+        yield (_UPDATE_STATE, _CHECKED_ROW_NAMES, writes.state_rows)
+    for exchange in writes.exchanges:
+        values = {
+            "at": codec.timestamp(exchange.at),
+            "detail": Codec.json(exchange.detail),
+            "attempts": Codec.json(exchange.attempts or None),
+        }
+        exchange.row_id = int((yield (_INSERT_EXCHANGE, values))[1][0])
+    for same, single_events in writes.event_rounds:
+        for (at, kind, status, detail, exchange), message_ids in same.items():
+            values = {
+                "at": at,
+                "kind": kind,
+                "status": status,
+                "detail": detail,
+                "exchange_id": None if exchange is None else exchange.row_id,
+                "ids": _id_list(db, message_ids),
+            }
+            yield (_INSERT_EVENTS, values)
+        if any(row[-1] is not None for row in single_events):
+            single_events = [
+                row if row[-1] is None else (*row[:-1], row[-1].row_id) for row in single_events
+            ]
+        yield (_INSERT_EVENT, _EVENT_FIELDS, single_events)
+    yield (_INSERT_PROVIDER_ID, _PROVIDER_ID_FIELDS, writes.provider_ids)
+
+
+def _write_now(conn: sqlite3.Connection, *, db: Database, codec: Codec, writes: _Writes) -> None:
+    """`_write_steps`, checked, on the SQLite writer thread (`Database.write_at_once`)."""
+    steps = _write_steps(db, codec, writes, checked=True)
+    try:
+        step = next(steps)
+        while True:
+            if len(step) == 2:
+                answer = step[0].execute_returning_now(conn, db, step[1])
+            else:
+                answer = (step[0].execute_rows_now(conn, db, step[1], step[2]), None)
+            step = steps.send(answer)
+    except StopIteration:
+        pass
+
+
+async def _write(conn: AsyncConnection, db: Database, codec: Codec, writes: _Writes) -> None:
+    """`_write_steps`, unchecked, on a write transaction that holds the rows."""
+    steps = _write_steps(db, codec, writes, checked=False)
+    try:
+        step = next(steps)
+        while True:
+            if len(step) == 2:
+                answer = await step[0].execute_returning(conn, db, step[1])
+            else:
+                answer = (await step[0].execute_rows(conn, db, step[1], step[2]), None)
+            step = steps.send(answer)
+    except StopIteration:
+        pass
 
 
 def _shared(records: Sequence[AttemptRecord]) -> dict[int, tuple[datetime, Mapping[str, Any]]]:
@@ -815,17 +993,6 @@ def _shared(records: Sequence[AttemptRecord]) -> dict[int, tuple[datetime, Mappi
     return shared
 
 
-async def _store_exchanges(conn: AsyncConnection, exchanges: Iterable[_Exchange]) -> None:
-    """Store each shared trace once (with its messages' own attempt parts); sets `row_id`."""
-    for exchange in exchanges:
-        result = await conn.execute(
-            insert(send_exchanges)
-            .values(at=exchange.at, detail=exchange.detail, attempts=exchange.attempts or None)
-            .returning(send_exchanges.c.id)
-        )
-        exchange.row_id = int(result.scalar_one())
-
-
 # Status changes repeat the same few small details ({"from": "sending"}) many times.
 _FROM_ONLY: dict[str, str] = {}
 
@@ -841,10 +1008,11 @@ def _detail_json(detail: Mapping[str, Any] | None) -> str | None:
     return Codec.json(detail)
 
 
-async def _write_states(
-    conn: AsyncConnection, db: Database, codec: Codec, states: Iterable[_MessageState]
-) -> None:
-    """Write the changed states back: one statement per set of identical rows, else per row."""
+def _state_writes(
+    codec: Codec, states: Iterable[_MessageState]
+) -> tuple[list[tuple[tuple[Any, ...], tuple[Any, ...], list[Any]]], list[tuple[Any, ...]]]:
+    """The changed states as rows to write: (new values, values as read, addresses) for each
+    set of at least `_SAME_VALUES_MIN` identical rows, else (id, *new values, *as read)."""
     same: dict[tuple[Any, ...], list[_MessageState]] = {}
     # States that share their values (a request's messages) share their row.
     rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -861,27 +1029,26 @@ async def _write_states(
             )
             if key is not None:
                 rows[key] = row
-        same.setdefault(row, []).append(state)
+        same.setdefault((row, state.read), []).append(state)
+    groups: list[tuple[tuple[Any, ...], tuple[Any, ...], list[Any]]] = []
     single: list[tuple[Any, ...]] = []
-    for row, group in same.items():
+    for (row, read), group in same.items():
         if len(group) >= _SAME_VALUES_MIN:
-            bound = dict(zip(_BOUND_NAMES, row, strict=True))
-            addresses = [state.address for state in group]
-            await _UPDATE_STATES.execute(conn, db, {**bound, "ids": _id_list(db, addresses)})
+            groups.append((row, read, [state.address for state in group]))
         else:
-            single.extend((state.id, *row) for state in group)
-    await _UPDATE_STATE.execute_rows(conn, db, ("b_id", *_BOUND_NAMES), single)
+            single.extend((state.id, *row, *read) for state in group)
+    return groups, single
 
 
-async def _insert_events(
-    conn: AsyncConnection, db: Database, events: Sequence[dict[str, Any]]
-) -> None:
-    """Insert events keeping each message's order; identical ones (but for the message)
-    in one statement.
+# A round of events (see `_event_rounds`): identical events but for the message, by their
+# values (at, kind, status, detail, exchange), and the rest one by one.
+_EventRound = tuple[dict[tuple[Any, ...], list[str]], list[tuple[Any, ...]]]
 
-    Events go in rounds (every message's first event, then every second one...), so that
-    within a message ids still follow the order the events happened in.
-    """
+
+def _event_rounds(events: Sequence[dict[str, Any]]) -> list[_EventRound]:
+    """Events in rounds (every message's first event, then every second one...), so that
+    within a message ids still follow the order the events happened in; identical ones
+    (but for the message) go in one statement."""
     rounds: list[list[dict[str, Any]]] = []
     seen: dict[str, int] = {}
     for event in events:
@@ -891,6 +1058,7 @@ async def _insert_events(
         if n == len(rounds):
             rounds.append([])
         rounds[n].append(event)
+    grouped: list[_EventRound] = []
     for batch in rounds:
         same: dict[tuple[Any, ...], list[str]] = {}
         for event in batch:
@@ -899,17 +1067,16 @@ async def _insert_events(
                 event["kind"],
                 event["status"],
                 event["detail"],
-                event["exchange_id"],
+                event.get("shared"),
             )
             same.setdefault(key, []).append(event["message_id"])
         single: list[tuple[Any, ...]] = []
-        for key, message_ids in same.items():
-            if len(message_ids) >= _SAME_VALUES_MIN:
-                values = dict(zip(_EVENT_FIELDS[1:], key, strict=True))
-                await _INSERT_EVENTS.execute(conn, db, {**values, "ids": _id_list(db, message_ids)})
-            else:
+        for key, message_ids in list(same.items()):
+            if len(message_ids) < _SAME_VALUES_MIN:
+                del same[key]
                 single.extend((message_id, *key) for message_id in message_ids)
-        await _INSERT_EVENT.execute_rows(conn, db, _EVENT_FIELDS, single)
+        grouped.append((same, single))
+    return grouped
 
 
 def _id_list(db: Database, ids: Sequence[Any]) -> Any:
@@ -919,25 +1086,96 @@ def _id_list(db: Database, ids: Sequence[Any]) -> Any:
 
 _LOCK_STATES = DriverStatement(
     lambda d: (
-        select(*_STATE_COLUMNS, _address(d))
+        select(*_STATE_COLUMNS, _address(d).label("address"))
         .where(id_list_condition(messages.c.id, "ids", d))
         .order_by(messages.c.id)
         .with_for_update()
-    )
+    ),
+    packed=True,
 )
 _BOUND_NAMES = tuple(f"b_{name}" for name in _WRITTEN)
 _STATE_VALUES = {name: bindparam(f"b_{name}", type_=messages.c[name].type) for name in _WRITTEN}
-_UPDATE_STATE = DriverStatement(
-    lambda _d: update(messages).where(messages.c.id == bindparam("b_id")).values(_STATE_VALUES),
-    many=True,
-)
+_STATE_ROW_NAMES = ("b_id", *_BOUND_NAMES)
+
+
+def _update_state(dialect: Dialect) -> Any:
+    if dialect == "sqlite":
+        _rows, value = json_rows(_STATE_ROW_NAMES)
+        return (
+            update(messages)
+            .where(messages.c.id == value["b_id"])
+            .values({name: value[f"b_{name}"] for name in _WRITTEN})
+        )
+    return update(messages).where(messages.c.id == bindparam("b_id")).values(_STATE_VALUES)
+
+
+_UPDATE_STATE = DriverStatement(_update_state, many=True, json_rows=_STATE_ROW_NAMES)
 _UPDATE_STATES = DriverStatement(
     lambda d: update(messages).where(id_list_condition(_address(d), "ids", d)).values(_STATE_VALUES)
 )
+# The same, only over rows whose state is still as read (`_MessageState.read`): SQLite's
+# group commits read outside the write transaction (`record_attempts`).
+_READ_NAMES = tuple(f"o_{name}" for name in _STATE_NAMES[1:])
+
+
+def _as_read() -> Any:
+    return and_(
+        *(
+            messages.c[name].is_not_distinct_from(bindparam(f"o_{name}"))
+            for name in _STATE_NAMES[1:]
+        )
+    )
+
+
+_CHECKED_ROW_NAMES = ("b_id", *_BOUND_NAMES, *_READ_NAMES)
+
+
+def _update_state_if_unchanged(_dialect: Dialect) -> Any:
+    # Checked writes are SQLite's only (`record_attempts`).
+    _rows, value = json_rows(_CHECKED_ROW_NAMES)
+    return (
+        update(messages)
+        .where(
+            messages.c.id == value["b_id"],
+            *(
+                messages.c[name].is_not_distinct_from(value[f"o_{name}"])
+                for name in _STATE_NAMES[1:]
+            ),
+        )
+        .values({name: value[f"b_{name}"] for name in _WRITTEN})
+    )
+
+
+_UPDATE_STATE_IF_UNCHANGED = DriverStatement(
+    _update_state_if_unchanged, many=True, json_rows=_CHECKED_ROW_NAMES
+)
+_INSERT_EXCHANGE = DriverStatement(
+    lambda _d: (
+        insert(send_exchanges)
+        .values(at=bindparam("at"), detail=bindparam("detail"), attempts=bindparam("attempts"))
+        .returning(send_exchanges.c.id)
+    )
+)
+_UPDATE_STATES_IF_UNCHANGED = DriverStatement(
+    lambda d: (
+        update(messages)
+        .where(id_list_condition(_address(d), "ids", d), _as_read())
+        .values(_STATE_VALUES)
+    )
+)
+
+
+def _insert_event(dialect: Dialect) -> Any:
+    if dialect == "sqlite":
+        rows, value = json_rows(_EVENT_FIELDS)
+        return insert(message_events).from_select(
+            list(_EVENT_FIELDS), select(*(value[name] for name in _EVENT_FIELDS)).select_from(rows)
+        )
+    return insert(message_events)
+
+
 _INSERT_EVENT = DriverStatement(
-    lambda _d: insert(message_events),
-    list(_EVENT_FIELDS),
-    many=True,
+    _insert_event, list(_EVENT_FIELDS), many=True, json_rows=_EVENT_FIELDS
 )
 
 
@@ -958,12 +1196,26 @@ def _insert_same_events(dialect: Dialect) -> Any:
 
 _INSERT_EVENTS = DriverStatement(_insert_same_events)
 _PROVIDER_ID_FIELDS = ("connector_id", "provider_id", "message_id", "recipient")
+
+
+def _insert_provider_id(dialect: Dialect) -> Any:
+    if dialect == "sqlite":
+        rows, value = json_rows(_PROVIDER_ID_FIELDS)
+        picked = select(*(value[name] for name in _PROVIDER_ID_FIELDS)).select_from(rows)
+        # `WHERE true`: SQLite reads `ON CONFLICT` after a bare `FROM` as a join's.
+        return (
+            sqlite_insert(provider_ids)
+            .from_select(list(_PROVIDER_ID_FIELDS), picked.where(true()))
+            .on_conflict_do_nothing()
+        )
+    return postgresql_insert(provider_ids).on_conflict_do_nothing()
+
+
 _INSERT_PROVIDER_ID = DriverStatement(
-    lambda d: (sqlite_insert if d == "sqlite" else postgresql_insert)(
-        provider_ids
-    ).on_conflict_do_nothing(),
+    _insert_provider_id,
     list(_PROVIDER_ID_FIELDS),
     many=True,
+    json_rows=_PROVIDER_ID_FIELDS,
 )
 
 
