@@ -190,6 +190,14 @@ async def test_write_at_once_takes_turns_with_the_other_write_transactions(
     assert await count_rows(sqlite_db) == 2
 
 
+async def test_write_at_once_refuses_to_run_inside_a_write_transaction(
+    sqlite_db: Database,
+) -> None:
+    async with sqlite_db.transaction():
+        with pytest.raises(RuntimeError, match="inside a write transaction"):
+            await sqlite_db.write_at_once(lambda conn: None)
+
+
 @pytest.mark.parametrize(
     ("url", "at_once"),
     [

@@ -120,6 +120,9 @@ class Database:
         committed; then the result is returned and the cancellation is delivered at the
         caller's next await.
         """
+        if _HOLDS_WRITER_TURN.get():
+            # The enclosing transaction holds SQLite's write lock on another connection.
+            raise RuntimeError("write_at_once inside a write transaction would wait on itself")
         async with self._sqlite_writer_turn():
             if self._writer_thread is None:
                 self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="smsrelay-writer")
