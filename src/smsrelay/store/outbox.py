@@ -1118,12 +1118,10 @@ _UPDATE_STATES = DriverStatement(
 _READ_NAMES = tuple(f"o_{name}" for name in _STATE_NAMES[1:])
 
 
-def _as_read() -> Any:
+def _as_read(value: Callable[[str], Any]) -> Any:
+    """Every state column `IS` its value as read (`value(name)`, e.g. a bound parameter)."""
     return and_(
-        *(
-            messages.c[name].is_not_distinct_from(bindparam(f"o_{name}"))
-            for name in _STATE_NAMES[1:]
-        )
+        *(messages.c[name].is_not_distinct_from(value(f"o_{name}")) for name in _STATE_NAMES[1:])
     )
 
 
@@ -1135,13 +1133,7 @@ def _update_state_if_unchanged(_dialect: Dialect) -> Any:
     _rows, value = json_rows(_CHECKED_ROW_NAMES)
     return (
         update(messages)
-        .where(
-            messages.c.id == value["b_id"],
-            *(
-                messages.c[name].is_not_distinct_from(value[f"o_{name}"])
-                for name in _STATE_NAMES[1:]
-            ),
-        )
+        .where(messages.c.id == value["b_id"], _as_read(value.__getitem__))
         .values({name: value[f"b_{name}"] for name in _WRITTEN})
     )
 
@@ -1159,7 +1151,7 @@ _INSERT_EXCHANGE = DriverStatement(
 _UPDATE_STATES_IF_UNCHANGED = DriverStatement(
     lambda d: (
         update(messages)
-        .where(id_list_condition(_address(d), "ids", d), _as_read())
+        .where(id_list_condition(_address(d), "ids", d), _as_read(bindparam))
         .values(_STATE_VALUES)
     )
 )
