@@ -4,7 +4,7 @@ A sender points to a group by naming it where it would name a connector (`connec
 so groups and connectors share one namespace. The sender's `connector_id` is kept equal
 to the group's first connector: intake, and everything else that reads a sender, sends
 there first. When a message fails on a connector (rejected, or out of retries),
-`failover_routes` finds the next connector of its sender's group, and `store.outbox`
+`failover_routes` finds the next connector of its sender's group, and `store.attempt_results`
 moves the message there with its attempts restarted (see `record_attempts`).
 """
 

@@ -1,7 +1,8 @@
 """Messages: intake into the outbox, reading one or a page of them, canceling.
 
-The dispatch side of the outbox (claiming, recording attempts) is in `store.outbox`; its
-names are re-exported here so callers can import every message operation from one place.
+The dispatch side of the outbox is in `store.outbox` (claiming) and `store.attempt_results`
+(recording attempts); their names are re-exported here so callers can import every message
+operation from one place.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from smsrelay.store.attempt_results import AttemptOutcome, AttemptRecord, record_attempts
 from smsrelay.store.bulk_sql import Codec
 from smsrelay.store.database import AnyRow, Database
 from smsrelay.store.errors import StoreError
@@ -33,13 +35,10 @@ from smsrelay.store.idempotency import (
 from smsrelay.store.lifecycle import CANCELABLE, MessageStatus
 from smsrelay.store.notifications import notify_outbox
 from smsrelay.store.outbox import (
-    AttemptOutcome,
-    AttemptRecord,
     ClaimedMessage,
     claim_due_messages,
     due_connector_ids,
     expire_unconfirmed,
-    record_attempts,
     release_lease,
 )
 from smsrelay.store.tables import (
