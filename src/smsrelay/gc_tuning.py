@@ -16,11 +16,8 @@ from __future__ import annotations
 import gc
 
 # Allocations (minus deallocations) between young collections; then 10 young per middle
-# and 10 middle per full collection, as CPython's defaults. 100 000 rather than 20 000: a
-# claim of 4 000 messages allocates ~10 objects each, and batched dispatch ran 11 291 msg/s
-# against 10 126 (means of six interleaved pairs, every pair ahead), same peak memory and
-# intake rate (bench/README.md, fifth round).
-YOUNG_THRESHOLD = 100_000
+# and 10 middle per full collection, as CPython's defaults.
+YOUNG_THRESHOLD = 20_000
 
 
 def tune_garbage_collector() -> None:
