@@ -134,6 +134,11 @@ def _packed(query: Any) -> Any:
     return select(func.json_group_array(func.json_array(*inner.c)))
 
 
+def _unpacked(text: str) -> list[tuple[Any, ...]]:
+    """The rows of a `_packed` query's one value."""
+    return [tuple(row) for row in json.loads(text)]
+
+
 def typed_parameter(name: str, type_: Any, dialect: Dialect) -> Any:
     """A bound value in a SELECT list, cast where the database cannot infer its type.
 
@@ -242,7 +247,9 @@ class DriverStatement:
         on SQLite over `json_rows` one tuple with the JSON text."""
         sql, _ = self._for(db)
         packing = db.is_sqlite and self._json_rows is not None
-        bound = self._json_rows if packing and self._json_rows else self._names[db.dialect]
+        bound = (
+            self._json_rows if packing and self._json_rows is not None else self._names[db.dialect]
+        )
         positions = [list(names).index(name) for name in bound]
         if positions == list(range(len(names))):
             params: Sequence[tuple[Any, ...]] = rows
@@ -292,7 +299,7 @@ class DriverStatement:
         """`fetch`, on a sqlite3 connection."""
         cursor = self.execute_now(conn, db, values)
         if self._packed:
-            return [tuple(row) for row in json.loads(cursor.fetchone()[0])]
+            return _unpacked(cursor.fetchone()[0])
         return cursor.fetchall()
 
     async def fetch(
@@ -302,7 +309,7 @@ class DriverStatement:
         sql, params = self._single(db, values)
         result = await conn.exec_driver_sql(sql, params)
         if db.is_sqlite and self._packed:
-            return [tuple(row) for row in json.loads(result.scalar_one())]
+            return _unpacked(result.scalar_one())
         return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
 
     async def execute_returning(
