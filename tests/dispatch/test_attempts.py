@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from smsrelay.connectors.definition import Delivery, Retry
 from smsrelay.connectors.exchange import HttpRequest, HttpResponse, MessageResult, SendOutcome
-from smsrelay.dispatch.attempt_writer import AttemptWriter
 from smsrelay.dispatch.attempts import (
     CREDENTIALS_RECHECK_SECONDS,
     exchange_detail,
@@ -19,7 +15,7 @@ from smsrelay.dispatch.attempts import (
     record_transient,
 )
 from smsrelay.store.lifecycle import MessageStatus
-from smsrelay.store.messages import AttemptRecord, ClaimedMessage
+from smsrelay.store.messages import ClaimedMessage
 
 AT = datetime(2030, 1, 1, tzinfo=UTC)
 RETRY = Retry(max_attempts=3, initial_seconds=2, max_seconds=60)
@@ -147,54 +143,3 @@ def test_exchange_detail_is_redacted_and_clipped() -> None:
     assert detail["response"]["status"] == 401
     assert detail["elapsed_ms"] == 12.3
     assert detail["batch_size"] == 2
-
-
-# ---------------------------------------------------------------- writer
-
-
-class FakeStore:
-    def __init__(self, fail_times: int = 0) -> None:
-        self.groups: list[list[str]] = []
-        self.fail_times = fail_times
-
-    async def write(self, db: Any, records: Sequence[AttemptRecord], *, worker_id: str) -> None:
-        if self.fail_times:
-            self.fail_times -= 1
-            raise ConnectionError("database restarting")
-        self.groups.append([r.message_id for r in records])
-
-
-def records(*ids: str) -> list[AttemptRecord]:
-    return [AttemptRecord(message_id=i, outcome="sent", at=AT) for i in ids]
-
-
-async def test_writer_commits_a_full_group_at_once() -> None:
-    store = FakeStore()
-    writer = AttemptWriter(None, "w", max_records=3, max_delay=3600, write=store.write)  # type: ignore[arg-type]
-    await writer.add(records("a", "b"))
-    assert store.groups == []
-    await writer.add(records("c", "d"))
-    assert store.groups == [["a", "b", "c", "d"]]
-    await writer.aclose()
-
-
-async def test_writer_commits_a_partial_group_after_the_delay() -> None:
-    store = FakeStore()
-    writer = AttemptWriter(None, "w", max_records=100, max_delay=0, write=store.write)  # type: ignore[arg-type]
-    await writer.add(records("a"))
-    await writer.add(records("b"))
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert store.groups == [["a", "b"]]
-    await writer.aclose()
-
-
-async def test_writer_keeps_records_when_the_write_fails() -> None:
-    store = FakeStore(fail_times=1)
-    writer = AttemptWriter(None, "w", max_records=1, retry_delay=3600, write=store.write)  # type: ignore[arg-type]
-    await writer.add(records("a"))
-    assert store.groups == []
-    assert writer.pending == 1
-    assert await writer.flush()
-    assert store.groups == [["a"]]
-    await writer.aclose()

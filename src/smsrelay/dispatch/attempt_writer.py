@@ -1,9 +1,14 @@
 """Group commit of attempt records: many sends, one transaction.
 
-Send tasks hand their records to one `AttemptWriter`; it writes them with a single
-`record_attempts` call (one transaction) when `max_records` are waiting or `max_delay`
-seconds after the first of them arrived, whichever comes first. A failed write keeps the
-records and tries again: they are the only trace of sends the provider already has.
+Send tasks hand their records to one `AttemptWriter`; it writes them in one transaction
+per group when `max_records` are waiting or `max_delay` seconds after the first of them
+arrived, whichever comes first. A failed write keeps the records and tries again: they
+are the only trace of sends the provider already has.
+
+Groups are written one at a time, in the order their records came. Each is planned
+first (`plan_attempts`: on SQLite its messages' states are read and every change worked
+out) and then written (`write_attempts`); the next group is planned while the one before
+it is being written, so the event loop works while the database writes.
 
 `max_records` is also where senders stop to wait for the write (`add`, `wait_for_room`):
 it bounds the messages sent but not yet recorded, which a crash sends twice. 1000 instead
@@ -15,15 +20,50 @@ worker SIGKILLed under load left 1 117-1 236 duplicates instead of 40-264
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from smsrelay.store.database import Database
-from smsrelay.store.messages import AttemptRecord, record_attempts
+from smsrelay.store.messages import AttemptRecord, plan_attempts, write_attempts
 
 log = logging.getLogger(__name__)
 
-RecordAttempts = Callable[..., Awaitable[None]]
+PlanAttempts = Callable[..., Awaitable[Any]]
+WriteAttempts = Callable[[Database, Any], Awaitable[None]]
+
+
+class _Writing:
+    """One group being written, in a task of its own; `written` once it is stored."""
+
+    def __init__(self, records: list[AttemptRecord], write: Callable[[], Awaitable[None]]) -> None:
+        self.records = records
+        self.written = False
+        self.task = asyncio.ensure_future(self._run(write))
+
+    async def _run(self, write: Callable[[], Awaitable[None]]) -> None:
+        await write()
+        # Set before a cancellation that came after the commit ends the task.
+        self.written = True
+
+    def error(self) -> BaseException:
+        """Why a finished write did not store its group."""
+        if self.task.cancelled():
+            return asyncio.CancelledError()
+        return self.task.exception() or RuntimeError("the write ended without storing")
+
+    async def finish(self, *, cancel: bool) -> None:
+        """Wait for the write to end; with `cancel`, cut it short (rolled back unless it has
+        already committed)."""
+        if cancel:
+            self.task.cancel()
+        try:
+            await asyncio.wait([self.task])
+        except asyncio.CancelledError:
+            self.task.cancel()
+            await asyncio.wait([self.task])
+            raise
 
 
 class AttemptWriter:
@@ -37,15 +77,18 @@ class AttemptWriter:
         max_records: int = 200,
         max_delay: float = 0.05,
         retry_delay: float = 1.0,
-        write: RecordAttempts = record_attempts,
+        plan: PlanAttempts = plan_attempts,
+        write: WriteAttempts = write_attempts,
     ) -> None:
         self.database = database
         self.worker_id = worker_id
         self.max_records = max_records
         self.max_delay = max_delay
         self.retry_delay = retry_delay
+        self._plan = plan
         self._write = write
         self._pending: list[AttemptRecord] = []
+        self._added = asyncio.Event()
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
         self.flushes = 0  # transactions written, for metrics and tests
@@ -60,6 +103,7 @@ class AttemptWriter:
         if not records:
             return
         self._pending.extend(records)
+        self._added.set()
         if len(self._pending) >= self.max_records:
             await self.flush()
         elif self._timer is None:
@@ -82,26 +126,66 @@ class AttemptWriter:
         await self.flush()
 
     async def flush(self) -> bool:
-        """Write everything waiting; False (records kept, retry scheduled) if the write failed."""
+        """Write everything waiting, and what comes meanwhile; False (records kept, retry
+        scheduled) if a plan or a write failed."""
         if self._timer is not None:
             # Still asleep (it clears itself on waking): this flush writes what it waits for.
             self._timer.cancel()
             self._timer = None
         async with self._lock:
-            while self._pending:
-                group, self._pending = self._pending, []
-                try:
-                    await self._write(self.database, group, worker_id=self.worker_id)
-                except asyncio.CancelledError:
-                    self._pending = group + self._pending  # rolled back: still to be written
+            writing: _Writing | None = None  # the group being written
+            planning: list[AttemptRecord] = []  # the next one, not handed to a write yet
+            try:
+                while self._pending or writing is not None:
+                    plan = None
+                    if self._pending:
+                        planning, self._pending = self._pending, []
+                        plan = await self._plan(self.database, planning, worker_id=self.worker_id)
+                    elif writing is not None:
+                        # Written, or more records to plan meanwhile: whichever comes first.
+                        await self._written_or_added(writing)
+                        if not writing.task.done():
+                            continue
+                    if writing is not None:
+                        await writing.finish(cancel=False)
+                        if not writing.written:
+                            raise writing.error()
+                        self.flushes += 1
+                        writing = None
+                    if plan is not None:
+                        write = functools.partial(self._write, self.database, plan)
+                        writing, planning = _Writing(planning, write), []
+            except BaseException as exc:
+                failed = isinstance(exc, Exception)
+                if writing is not None:
+                    # A failure lets the write under way end; a cancellation cuts it short.
+                    await writing.finish(cancel=not failed)
+                    if writing.written:
+                        self.flushes += 1
+                    else:
+                        writing.error()  # retrieved: asyncio does not report it again
+                        planning = writing.records + planning
+                # Put back first in line, in the order they came.
+                self._pending = planning + self._pending
+                if not failed:
                     raise
-                except Exception:
-                    log.exception("writing %d attempt records failed; retrying", len(group))
-                    self._pending = group + self._pending
-                    self._timer = asyncio.create_task(self._flush_later(self.retry_delay))
-                    return False
-                self.flushes += 1
+                log.error(
+                    "writing %d attempt records failed; retrying in %gs",
+                    len(planning),
+                    self.retry_delay,
+                    exc_info=exc,
+                )
+                self._timer = asyncio.create_task(self._flush_later(self.retry_delay))
+                return False
         return True
+
+    async def _written_or_added(self, writing: _Writing) -> None:
+        self._added.clear()
+        added = asyncio.ensure_future(self._added.wait())
+        try:
+            await asyncio.wait([writing.task, added], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            added.cancel()
 
     async def aclose(self) -> None:
         """Write what is left and stop the timer."""

@@ -405,31 +405,67 @@ async def record_attempts(
     instead (attempts restarted; see `store.connector_groups`).
     Records for unknown messages are ignored.
 
-    SQLite has one writer at a time, so the states are read and every change worked out
-    before the write transaction, which then writes each row only where it is still as
-    read. If one is not (a delivery report or another worker got there in between),
-    nothing is written and the whole group is done again under the write lock, as
-    PostgreSQL always does it (row locks there hold up nobody else).
+    The same as `write_attempts(db, await plan_attempts(db, records, ...))`; a caller that
+    writes group after group plans the next one while the one before it is written.
     """
-    if not records:
-        return
+    await write_attempts(db, await plan_attempts(db, records, worker_id=worker_id))
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptPlan:
+    """A group of attempt records and, on SQLite, the writes worked out for them
+    (`plan_attempts`); `write_attempts` stores it."""
+
+    records: Sequence[AttemptRecord]
+    worker_id: str
+    # SQLite in a file: what the records write, from the states as read (None: none of
+    # their messages exists). Elsewhere not worked out ahead: `unplanned`.
+    writes: _Writes | None
+    unplanned: bool
+
+
+async def plan_attempts(
+    db: Database, records: Sequence[AttemptRecord], *, worker_id: str
+) -> AttemptPlan:
+    """Read the records' messages and work out what they write, without writing (SQLite).
+
+    SQLite has one writer at a time, so the states are read on a read connection and every
+    change is worked out before the write transaction; `write_attempts` then writes each
+    row only where it is still as read. On PostgreSQL nothing is read here: the states are
+    read under row locks in the write transaction (row locks hold up nobody else).
+    """
     for record in records:
         if record.outcome not in _TARGET:
             raise ValueError(f"unknown attempt outcome {record.outcome!r}")
+    if not records or not db.writes_at_once:
+        return AttemptPlan(records, worker_id, None, unplanned=bool(records))
     ids = sorted({record.message_id for record in records})
+    async with db.connect() as conn:
+        writes = await _work_out(conn, db, Codec(db), records, ids, worker_id)
+    return AttemptPlan(records, worker_id, writes, unplanned=False)
+
+
+async def write_attempts(db: Database, plan: AttemptPlan) -> None:
+    """Store a planned group of records in one transaction (see `record_attempts`).
+
+    A SQLite plan is written on the writer thread where every row is still as it was read.
+    If one is not (a delivery report or another worker got there in between), nothing is
+    written and the whole group is done again under the write lock, on the states as they
+    are now, as PostgreSQL always does it.
+    """
     codec = Codec(db)
-    if db.writes_at_once:
-        async with db.connect() as conn:
-            writes = await _work_out(conn, db, codec, records, ids, worker_id)
-        if writes is None:
-            return
+    if plan.writes is not None:
         try:
-            await db.write_at_once(functools.partial(_write_now, db=db, codec=codec, writes=writes))
+            work = functools.partial(_write_now, db=db, codec=codec, writes=plan.writes)
+            await db.write_at_once(work)
             return
         except _RowsChanged:
-            pass  # rolled back: done again below, on the states as they are now
+            pass  # rolled back: done again below
+    elif not plan.unplanned:
+        return  # nothing to write: none of the messages exists
+    ids = sorted({record.message_id for record in plan.records})
     async with db.transaction() as conn:
-        writes = await _work_out(conn, db, codec, records, ids, worker_id)
+        writes = await _work_out(conn, db, codec, plan.records, ids, plan.worker_id)
         if writes is not None:
             await _write(conn, db, codec, writes)
 

@@ -22,7 +22,14 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from smsrelay.store.attempt_results import AttemptOutcome, AttemptRecord, record_attempts
+from smsrelay.store.attempt_results import (
+    AttemptOutcome,
+    AttemptPlan,
+    AttemptRecord,
+    plan_attempts,
+    record_attempts,
+    write_attempts,
+)
 from smsrelay.store.bulk_sql import Codec
 from smsrelay.store.database import AnyRow, Database
 from smsrelay.store.errors import StoreError
@@ -52,6 +59,7 @@ from smsrelay.store.timestamps import utc_now
 
 __all__ = [
     "AttemptOutcome",
+    "AttemptPlan",
     "AttemptRecord",
     "CancelResult",
     "ClaimedMessage",
@@ -70,8 +78,10 @@ __all__ = [
     "list_messages",
     "new_message_id",
     "new_message_ids",
+    "plan_attempts",
     "record_attempts",
     "release_lease",
+    "write_attempts",
 ]
 
 INSERT_CHUNK = 1000
