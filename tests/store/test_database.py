@@ -133,6 +133,33 @@ async def test_write_at_once_commits_one_transaction_on_its_own_thread(
     assert await count_rows(sqlite_db) == 2
 
 
+async def test_write_at_once_leaves_checkpoints_to_a_thread_of_their_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "x.db"
+    db = open_database(f"sqlite:///{path}")
+    async with db.transaction() as conn:
+        await conn.execute(text("CREATE TABLE t (v TEXT)"))
+
+    def write(conn: sqlite3.Connection) -> int:
+        conn.executemany("INSERT INTO t VALUES (?)", [("x" * 8000,)] * 256)
+        return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    try:
+        # ~2 MB: below SQLite's own threshold (1000 pages), and the writer's is off.
+        assert await db.write_at_once(write) == 0
+        # Copied to the database file in the background, while the database stays open.
+        for _ in range(100):
+            if path.stat().st_size >= 2_000_000:
+                break
+            await asyncio.sleep(0.05)
+        assert path.stat().st_size >= 2_000_000
+        assert any(t.name.startswith("smsrelay-checkpoint") for t in threading.enumerate())
+    finally:
+        await db.close()
+    assert not any(t.name.startswith("smsrelay-") for t in threading.enumerate())
+
+
 async def test_write_at_once_rolls_back_what_raised(sqlite_db: Database) -> None:
     def write(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO t VALUES (1)")

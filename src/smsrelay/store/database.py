@@ -15,13 +15,18 @@ lost tens of milliseconds each time). Other processes still meet the busy handle
 The hottest write transactions (claims and group commits of the dispatcher) run on a
 writer thread with a connection of its own (`write_at_once`): all their statements in one
 hop from the event loop, so the writer turn is not held while the loop is busy elsewhere.
+That connection leaves WAL checkpoints to a thread of their own (`_checkpoint_soon`): a
+checkpoint run by the commit that crossed SQLite's threshold copied pages back to the
+database file while the writer turn was held (bench/README.md, sixth round).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,6 +38,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+log = logging.getLogger(__name__)
 
 Dialect = Literal["sqlite", "postgresql"]
 # A result row of any shape (SQLAlchemy types rows by their columns).
@@ -59,6 +66,10 @@ _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
 )
+# The writer thread's connection: its commits never checkpoint (see `_checkpoint_soon`).
+_WRITER_PRAGMAS = (*_SQLITE_PRAGMAS, "PRAGMA wal_autocheckpoint=0")
+# While writes go on, a background checkpoint starts at most this often (seconds).
+CHECKPOINT_INTERVAL = 0.2
 
 
 class Database:
@@ -74,6 +85,11 @@ class Database:
         self._writer_turn: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
         self._writer_connection: sqlite3.Connection | None = None
+        # The WAL checkpoints of the writer thread's commits, on a thread of their own.
+        self._checkpoint_thread: ThreadPoolExecutor | None = None
+        self._checkpoint_connection: sqlite3.Connection | None = None
+        self._checkpointing = False
+        self._checkpoint_started = float("-inf")
 
     @property
     def is_sqlite(self) -> bool:
@@ -146,12 +162,7 @@ class Database:
         # On the writer thread.
         conn = self._writer_connection
         if conn is None:
-            conn = sqlite3.connect(
-                str(self.engine.url.database), isolation_level=None, check_same_thread=False
-            )
-            for pragma in _SQLITE_PRAGMAS:
-                conn.execute(pragma)
-            self._writer_connection = conn
+            conn = self._writer_connection = self._sqlite_connection(_WRITER_PRAGMAS)
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = work(conn)
@@ -163,7 +174,50 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._checkpoint_soon()
         return result
+
+    def _sqlite_connection(self, pragmas: tuple[str, ...]) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.engine.url.database), isolation_level=None, check_same_thread=False
+        )
+        for pragma in pragmas:
+            conn.execute(pragma)
+        return conn
+
+    def _checkpoint_soon(self) -> None:
+        """After a commit on the writer thread: start a background WAL checkpoint unless
+        one runs or one started less than `CHECKPOINT_INTERVAL` ago.
+
+        The checkpoint is PASSIVE: it copies what it can to the database file without
+        waiting for readers or the writer, and the WAL is reused from its start once all of
+        it has been copied (as with SQLite's own checkpoints). Other connections keep
+        SQLite's automatic checkpoints, so the WAL stays bounded even without this one.
+        """
+        now = time.monotonic()
+        if self._checkpointing or now - self._checkpoint_started < CHECKPOINT_INTERVAL:
+            return
+        self._checkpointing, self._checkpoint_started = True, now
+        try:
+            if self._checkpoint_thread is None:
+                self._checkpoint_thread = ThreadPoolExecutor(
+                    1, thread_name_prefix="smsrelay-checkpoint"
+                )
+            self._checkpoint_thread.submit(self._checkpoint)
+        except RuntimeError:  # closing: the last connection's close checkpoints
+            self._checkpointing = False
+
+    def _checkpoint(self) -> None:
+        # On the checkpoint thread.
+        try:
+            conn = self._checkpoint_connection
+            if conn is None:
+                conn = self._checkpoint_connection = self._sqlite_connection(_SQLITE_PRAGMAS)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint failed (tried again after the next commit): %s", exc)
+        finally:
+            self._checkpointing = False
 
     def _sqlite_writer_turn(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -199,13 +253,28 @@ class Database:
 
     async def close(self) -> None:
         """Close every pooled connection (and the writer thread's)."""
-        thread, conn = self._writer_thread, self._writer_connection
-        self._writer_thread = self._writer_connection = None
-        if thread is not None:
-            if conn is not None:
-                await asyncio.get_running_loop().run_in_executor(thread, conn.close)
-            thread.shutdown()
+        loop = asyncio.get_running_loop()
+        # The writer first (its last commit may start a checkpoint). Each connection is
+        # closed on its own thread, after whatever that thread is doing.
+        writer, self._writer_thread = self._writer_thread, None
+        if writer is not None:
+            await loop.run_in_executor(writer, _close_connection, self, "_writer_connection")
+            writer.shutdown()
+        checkpointer, self._checkpoint_thread = self._checkpoint_thread, None
+        if checkpointer is not None:
+            await loop.run_in_executor(
+                checkpointer, _close_connection, self, "_checkpoint_connection"
+            )
+            checkpointer.shutdown()
         await self.engine.dispose()
+
+
+def _close_connection(db: Database, name: str) -> None:
+    # On the thread that owns the connection.
+    conn = getattr(db, name)
+    setattr(db, name, None)
+    if conn is not None:
+        conn.close()
 
 
 class _RolledBack(Exception):
