@@ -1,4 +1,5 @@
-"""The fast path for a single message's JSON answer decides exactly as the general path."""
+"""The fast path for plain JSON answers (one message or a batch) decides exactly as the
+general path."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from smsrelay.connectors.definition import Response
 from smsrelay.connectors.exchange import HttpResponse
 from smsrelay.connectors.responses import (
     _general_verdict,
-    _single_json_answer,
+    _plain_json_answer,
     parse_send_response,
 )
 
@@ -136,7 +137,7 @@ def responses(draw: st.DrawFn) -> HttpResponse:
 
 
 @settings(max_examples=600, deadline=None)
-@given(spec=specs(), response=responses(), count=st.sampled_from([0, 1]))
+@given(spec=specs(), response=responses(), count=st.sampled_from([0, 1, 2, 3, 5]))
 @example(
     spec=Response.model_validate({"message_id": "$.id"}),
     response=HttpResponse(200, {"Content-Type": "application/json"}, b'{"id":" p1 "}'),
@@ -152,6 +153,16 @@ def responses(draw: st.DrawFn) -> HttpResponse:
     response=HttpResponse(200, {}, b'{"messages":[{"id":"a"},{"id":"a"},{"id":"b"}]}'),
     count=1,
 )
+@example(
+    spec=Response.model_validate({"message_id": "$.messages[*].id"}),
+    response=HttpResponse(200, {}, b'{"messages":[{"id":"a"},{"id":""},{"id":"b"}]}'),
+    count=2,
+)
+@example(
+    spec=Response.model_validate({"message_id": "$.id"}),
+    response=HttpResponse(200, {}, b'{"id":"shared"}'),
+    count=3,
+)
 def test_parse_send_response_equals_the_general_path(
     spec: Response, response: HttpResponse, count: int
 ) -> None:
@@ -160,12 +171,14 @@ def test_parse_send_response_equals_the_general_path(
     )
 
 
-@settings(max_examples=200, deadline=None)
-@given(spec=specs(), response=responses())
-def test_fast_path_verdicts_equal_the_general_path(spec: Response, response: HttpResponse) -> None:
-    fast = _single_json_answer(spec, response, NOW)
+@settings(max_examples=300, deadline=None)
+@given(spec=specs(), response=responses(), count=st.sampled_from([1, 2, 3]))
+def test_fast_path_verdicts_equal_the_general_path(
+    spec: Response, response: HttpResponse, count: int
+) -> None:
+    fast = _plain_json_answer(spec, response, count, NOW)
     if fast is not None:
-        assert fast == _general_verdict(spec, response, 1, now=NOW)
+        assert fast == _general_verdict(spec, response, count, now=NOW)
 
 
 def test_common_answers_take_the_fast_path() -> None:
@@ -179,13 +192,21 @@ def test_common_answers_take_the_fast_path() -> None:
         (plain, HttpResponse(200, {"Retry-After": "3"}, b'{"id": 17}\n')),
     ]
     for spec, response in answers:
-        fast = _single_json_answer(spec, response, NOW)
-        assert fast is not None
-        assert fast == _general_verdict(spec, response, 1, now=NOW)
-    assert _single_json_answer(plain, answers[0][1], NOW) is not None
+        for count in (1, 2, 3):
+            fast = _plain_json_answer(spec, response, count, NOW)
+            assert fast is not None
+            assert fast == _general_verdict(spec, response, count, now=NOW)
     verdict = parse_send_response(plain, answers[0][1], 1, now=NOW)
     assert verdict.results[0].provider_ids == ("p1",)
     assert verdict.summary == "HTTP 200; accepted; 1 id"
+    batch = parse_send_response(nested, answers[2][1], 2, now=NOW)
+    assert [r.provider_ids for r in batch.results] == [("a",), ("b",)]
+    assert batch.summary == "HTTP 201; 2 accepted; 2 ids"
+    short = parse_send_response(nested, answers[2][1], 3, now=NOW)
+    assert [r.provider_ids for r in short.results] == [("a",), ("b",), ()]
+    assert short.summary == (
+        "HTTP 201; 3 accepted; 2 ids; 2 ids for 3 messages, matched by position; 1 without id"
+    )
 
 
 def test_other_answers_leave_the_fast_path() -> None:
@@ -194,8 +215,8 @@ def test_other_answers_leave_the_fast_path() -> None:
         {"message_id": "$.id", "success_when": {"path": "$.ok", "equals": True}}
     )
     json_ok = HttpResponse(200, {"Content-Type": "application/json"}, b'{"id":"p1"}')
-    assert _single_json_answer(predicate, json_ok, NOW) is None
-    assert _single_json_answer(plain, HttpResponse(500, {}, b'{"id":"p1"}'), NOW) is None
-    assert _single_json_answer(plain, HttpResponse(200, {}, b"OK p1"), NOW) is None
+    assert _plain_json_answer(predicate, json_ok, 1, NOW) is None
+    assert _plain_json_answer(plain, HttpResponse(500, {}, b'{"id":"p1"}'), 1, NOW) is None
+    assert _plain_json_answer(plain, HttpResponse(200, {}, b"OK p1"), 1, NOW) is None
     latin = HttpResponse(200, {"Content-Type": "application/json; charset=latin-1"}, b"{}")
-    assert _single_json_answer(plain, latin, NOW) is None
+    assert _plain_json_answer(plain, latin, 1, NOW) is None

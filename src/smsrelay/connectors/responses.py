@@ -24,6 +24,7 @@ from typing import Any
 from smsrelay.connectors.definition import Predicate, Response, StatusSpec
 from smsrelay.connectors.exchange import HttpResponse, MessageResult, SendOutcome, SendVerdict
 from smsrelay.connectors.paths import PathSyntaxError, ValuePath, compile_value_path
+from smsrelay.fast_dataclasses import positional_builder
 
 # Statuses that mean "try again later" whatever the connector says (RFC 9110 / RFC 8470).
 ALWAYS_RETRY_STATUSES: frozenset[int] = frozenset({408, 425})
@@ -136,10 +137,9 @@ def parse_send_response(
     judged per message, so one batch can mix outcomes. `now` anchors an HTTP-date
     Retry-After (default: the current time).
     """
-    if message_count <= 1:
-        fast = _single_json_answer(spec, response, now)
-        if fast is not None:
-            return fast
+    fast = _plain_json_answer(spec, response, message_count, now)
+    if fast is not None:
+        return fast
     return _general_verdict(spec, response, message_count, now=now)
 
 
@@ -267,14 +267,15 @@ _JSON_BLANKS = " \t\n\r"
 _ABSENT = object()
 
 
-def _single_json_answer(
-    spec: Response, response: HttpResponse, now: datetime | None
+def _plain_json_answer(
+    spec: Response, response: HttpResponse, message_count: int, now: datetime | None
 ) -> SendVerdict | None:
-    """The verdict for one message answered with a JSON object or array and a success
-    status, when no predicate is set and `message_id` is a plain path; None otherwise.
+    """The verdict for messages answered with a JSON object or array and a success status,
+    when no predicate is set and `message_id` is a plain path (every message is accepted);
+    None otherwise.
 
     Exactly what the general path decides for such an answer (tests compare the two), with
-    no document wrapper, reader or notes.
+    no document wrapper, reader, per-message predicates or error lookup.
     """
     plan = _plan(spec)
     status = response.status
@@ -299,7 +300,8 @@ def _single_json_answer(
         return None
     if end != len(text) and text[end:].strip(_JSON_BLANKS):
         return None  # trailing data: not JSON
-    ids: tuple[str, ...] = ()
+    count = max(1, message_count)
+    found: list[str | None] | None = None
     names = plan.names
     if names is not None:
         node: Any = document
@@ -309,25 +311,28 @@ def _single_json_answer(
             else:
                 node = _ABSENT
                 break
-        if node is not _ABSENT:
-            found = node.strip() if type(node) is str else _id_text(node)
-            if found:
-                ids = (found,)
+        found = [] if node is _ABSENT else [_id_text(node)]
     elif plan.message_id is not None:
-        ids = tuple(i for i in map(_id_text, plan.message_id.find(document)) if i)
+        found = [_id_text(value) for value in plan.message_id.find(document)]
+    notes: list[str] = []
+    per_message = [()] * count if found is None else _ids_per_message(found, count, notes)
     retry_after = (
         None if retry_after_header is None else parse_retry_after(retry_after_header, now=now)
     )
-    summary = f"HTTP {status}; accepted"
-    if ids:
-        distinct = 1 if len(ids) == 1 else len(set(ids))
+    summary = f"HTTP {status}; accepted" if count == 1 else f"HTTP {status}; {count} accepted"
+    distinct = len({i for ids in per_message for i in ids})
+    if distinct:
         summary += "; 1 id" if distinct == 1 else f"; {distinct} ids"
     if retry_after is not None:
         summary += f"; retry after {retry_after:g}s"
-    return SendVerdict((MessageResult(_ACCEPTED, ids, None),), retry_after, status, summary)
+    if notes:
+        summary += "; " + "; ".join(dict.fromkeys(notes))
+    results = tuple([_new_result(_ACCEPTED, ids, None) for ids in per_message])
+    return SendVerdict(results, retry_after, status, summary)
 
 
 _ACCEPTED = SendOutcome.ACCEPTED
+_new_result = positional_builder(MessageResult, ("outcome", "provider_ids", "error"))
 
 
 class _Reader:
@@ -434,7 +439,13 @@ def _message_ids(
     if expr is None:
         return [()] * count
     _, values = reader.find(expr, notes)
-    found = [_id_text(v) for v in values]
+    return _ids_per_message([_id_text(v) for v in values], count, notes)
+
+
+def _ids_per_message(
+    found: list[str | None], count: int, notes: list[str]
+) -> list[tuple[str, ...]]:
+    """The ids found (None: not usable as one) given to `count` messages."""
     if count == 1:
         return [tuple(i for i in found if i)]
     if len(found) == 1 and found[0]:

@@ -26,6 +26,7 @@ from smsrelay.connectors.redaction import redact_request, redactor
 from smsrelay.connectors.responses import parse_send_response
 from smsrelay.dispatch.backoff import is_exhausted, next_attempt_delay
 from smsrelay.dispatch.transport import TransportError
+from smsrelay.fast_dataclasses import positional_builder
 from smsrelay.store.messages import AttemptRecord, ClaimedMessage
 
 TRACE_BODY_BYTES = 2048
@@ -125,16 +126,26 @@ def _sent(
     detail: Mapping[str, Any],
     deadline: datetime | None,
 ) -> AttemptRecord:
-    return AttemptRecord(
-        message_id=message.id,
-        outcome="sent",
-        provider_ids=tuple(provider_ids),
-        recipient=message.to,
-        error=None,
-        next_attempt_at=deadline,
-        detail=detail,
-        at=at,
+    # One per message of a batch answer: positional, as `_new_record` lists the fields.
+    record: AttemptRecord = _new_record(
+        message.id, "sent", tuple(provider_ids), message.to, None, deadline, detail, at
     )
+    return record
+
+
+_new_record = positional_builder(
+    AttemptRecord,
+    (
+        "message_id",
+        "outcome",
+        "provider_ids",
+        "recipient",
+        "error",
+        "next_attempt_at",
+        "detail",
+        "at",
+    ),
+)
 
 
 def record_failed(
