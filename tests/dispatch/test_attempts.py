@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from smsrelay.connectors.definition import Delivery, Retry
@@ -44,8 +45,9 @@ def claimed(attempts: int = 0) -> ClaimedMessage:
 
 def test_accepted_message_is_sent_and_awaits_its_report() -> None:
     delivery = Delivery(message_id="$.id", status="$.status", window_hours=24)
+    as_claimed = ("01HZZZZZZZZZZZZZZZZZZZZZZZ", 1, "sending", 0, None, "w", "t", "t", None, None)
     record = record_result(
-        claimed(),
+        replace(claimed(), as_claimed=(*as_claimed, None, 7)),
         MessageResult(SendOutcome.ACCEPTED, provider_ids=("p1",)),
         retry=RETRY,
         retry_after=None,
@@ -57,6 +59,8 @@ def test_accepted_message_is_sent_and_awaits_its_report() -> None:
     assert record.outcome == "sent"
     assert record.provider_ids == ("p1",)
     assert record.next_attempt_at == AT + timedelta(hours=24)
+    # The row as claimed goes with it: the group commit checks it instead of reading it.
+    assert record.as_claimed == (*as_claimed, None, 7)
 
 
 def test_rejected_message_fails_with_the_providers_error() -> None:

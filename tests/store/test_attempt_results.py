@@ -294,6 +294,7 @@ async def test_a_late_batch_answer_keeps_its_attempt_when_a_report_came_first(
     assert await statuses(database, ids[1:]) == ["sent"] * 4
 
 
+@pytest.mark.parametrize("known", [False, True], ids=["read", "as-claimed"])
 @pytest.mark.parametrize("reported", [False, True], ids=["alone", "report-in-between"])
 @pytest.mark.parametrize("count", [1, 5], ids=["one-row", "one-request"])
 async def test_sqlite_writes_back_only_rows_still_as_read(
@@ -302,13 +303,26 @@ async def test_sqlite_writes_back_only_rows_still_as_read(
     monkeypatch: pytest.MonkeyPatch,
     count: int,
     reported: bool,
+    known: bool,
 ) -> None:
+    """Read before the write transaction, or known as the claim left them (`known`), the
+    rows are written back only if still so; else the group is done again under the lock."""
     if not database.is_sqlite:
         pytest.skip("PostgreSQL reads the states under row locks: nothing changes in between")
     ids = await queue(database, connector, count)
-    await claim(database, connector)
+    claimed = {m.id: m.as_claimed for m in await claim(database, connector)}
+    assert all(claimed.values())
     work_out = attempt_results._work_out
     calls = 0
+    fetch = attempt_results._LOCK_STATES.fetch
+    read: list[int] = []
+
+    async def counted_fetch(conn: Any, db: Database, values: Any) -> Any:
+        rows = await fetch(conn, db, values)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(attempt_results._LOCK_STATES, "fetch", counted_fetch)
 
     async def report_in_between(*args: Any, **kwargs: Any) -> Any:
         # The states are read (unlocked) and the changes worked out; a delivery report
@@ -326,13 +340,22 @@ async def test_sqlite_writes_back_only_rows_still_as_read(
     monkeypatch.setattr(attempt_results, "_work_out", report_in_between)
     at = NOW + timedelta(seconds=1)
     trace = {"batch_size": count}  # one object: the messages of one request share it
-    await record_attempts(
-        database,
-        [AttemptRecord(m, "sent", provider_ids=(f"p-{m}",), detail=trace, at=at) for m in ids],
-        worker_id="w1",
-    )
-    # Worked out again, under the write lock, only when a row changed in between.
+    records = [
+        AttemptRecord(
+            m,
+            "sent",
+            provider_ids=(f"p-{m}",),
+            detail=trace,
+            at=at,
+            as_claimed=claimed[m] if known else None,
+        )
+        for m in ids
+    ]
+    await record_attempts(database, records, worker_id="w1")
+    # Worked out again, under the write lock, only when a row changed in between; rows
+    # known as claimed are read only then.
     assert calls == (2 if reported else 1)
+    assert read == ([] if known else [count]) + ([count] if reported else [])
     first = await get_message(database, ids[0])
     assert first is not None
     assert first.status is (S.DELIVERED if reported else S.SENT)

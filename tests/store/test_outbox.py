@@ -21,6 +21,7 @@ from smsrelay.store.messages import (
     record_attempts,
     release_lease,
 )
+from smsrelay.store.outbox import STATE_COLUMNS
 from smsrelay.store.secret_box import SecretBox
 from smsrelay.store.tables import DISPATCHABLE, message_events, provider_ids
 
@@ -189,3 +190,22 @@ async def test_sent_messages_without_a_final_report_become_unconfirmed(
 def test_the_outbox_index_holds_exactly_the_claimable_statuses() -> None:
     listed = set(re.findall(r"'(\w+)'", str(DISPATCHABLE)))
     assert listed == {status.value for status in CLAIMABLE}
+
+
+async def test_a_claim_knows_the_rows_as_it_left_them(
+    database: Database, connector: StoredConnector
+) -> None:
+    """SQLite in a file: each claimed message carries its row as the claim wrote it, which
+    a group commit checks instead of reading (`store.attempt_results`)."""
+    ids = await queue(database, connector, 3)
+    claimed = await claim(database, connector)
+    assert sorted(m.id for m in claimed) == sorted(ids)
+    if not database.writes_at_once:
+        assert all(m.as_claimed is None for m in claimed)
+        return
+    # In the driver's form (timestamps as SQLite's text), as a group commit compares them.
+    columns = ", ".join(column.name for column in STATE_COLUMNS)
+    async with database.connect() as conn:
+        rows = await conn.exec_driver_sql(f"SELECT {columns}, rowid FROM messages")
+        stored = {row[0]: tuple(row) for row in rows}
+    assert {m.id: m.as_claimed for m in claimed} == stored

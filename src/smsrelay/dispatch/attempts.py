@@ -128,7 +128,15 @@ def _sent(
 ) -> AttemptRecord:
     # One per message of a batch answer: positional, as `_new_record` lists the fields.
     record: AttemptRecord = _new_record(
-        message.id, "sent", tuple(provider_ids), message.to, None, deadline, detail, at
+        message.id,
+        "sent",
+        tuple(provider_ids),
+        message.to,
+        None,
+        deadline,
+        detail,
+        at,
+        message.as_claimed,
     )
     return record
 
@@ -144,6 +152,7 @@ _new_record = positional_builder(
         "next_attempt_at",
         "detail",
         "at",
+        "as_claimed",
     ),
 )
 

@@ -37,7 +37,7 @@ from smsrelay.store.bulk_sql import (
 from smsrelay.store.connector_groups import Failover, failover_routes
 from smsrelay.store.database import Database, Dialect
 from smsrelay.store.lifecycle import MessageStatus, can_transition
-from smsrelay.store.outbox import row_address
+from smsrelay.store.outbox import STATE_COLUMNS, row_address
 from smsrelay.store.tables import message_events, messages, provider_ids, send_exchanges
 from smsrelay.store.timestamps import UTCDateTime, utc_now
 
@@ -74,26 +74,15 @@ class AttemptRecord:
     next_attempt_at: datetime | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=utc_now)
+    # The message's row as its claim left it (`ClaimedMessage.as_claimed`), if known.
+    as_claimed: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
 
-_STATE_COLUMNS = (
-    messages.c.id,
-    messages.c.connector_id,
-    messages.c.status,
-    messages.c.attempts,
-    messages.c.held_since,
-    messages.c.lease_owner,
-    messages.c.lease_expires_at,
-    messages.c.next_attempt_at,
-    messages.c.failure_reason,
-    messages.c.sent_at,
-    messages.c.final_at,
-)
 # `connector_id` is written too: failover moves a message to the next connector of its group.
-_WRITTEN = ("connector_id", *(column.name for column in _STATE_COLUMNS[2:]), "updated_at")
+_WRITTEN = ("connector_id", *(column.name for column in STATE_COLUMNS[2:]), "updated_at")
 
 
-_STATE_NAMES = tuple(column.name for column in _STATE_COLUMNS)
+_STATE_NAMES = tuple(column.name for column in STATE_COLUMNS)
 _STATE_TIMESTAMPS = frozenset(
     name for name in _WRITTEN if isinstance(messages.c[name].type, UTCDateTime)
 )
@@ -117,7 +106,7 @@ class _MessageState:
     __slots__ = ("_codec", "_values", "address", "connector_id", "id", "key", "read")
 
     def __init__(self, row: tuple[Any, ...], codec: Codec) -> None:
-        # _LOCK_STATES: the _STATE_COLUMNS, then the row's address (`outbox.row_address`).
+        # _LOCK_STATES: the STATE_COLUMNS, then the row's address (`outbox.row_address`).
         self.id: str = row[0]
         self.connector_id: int = row[1]
         # The values as read, in the driver's form (what a checked write compares).
@@ -440,8 +429,10 @@ async def plan_attempts(
     if not records or not db.writes_at_once:
         return AttemptPlan(records, worker_id, None, unplanned=bool(records))
     ids = sorted({record.message_id for record in records})
+    # A message whose row is known as its claim left it is not read: the write checks it.
+    as_claimed = {r.message_id: r.as_claimed for r in records if r.as_claimed is not None}
     async with db.connect() as conn:
-        writes = await _work_out(conn, db, Codec(db), records, ids, worker_id)
+        writes = await _work_out(conn, db, Codec(db), records, ids, worker_id, as_claimed)
     return AttemptPlan(records, worker_id, writes, unplanned=False)
 
 
@@ -477,13 +468,20 @@ async def _work_out(
     records: Sequence[AttemptRecord],
     ids: Sequence[str],
     worker_id: str,
+    as_claimed: Mapping[str, tuple[Any, ...]] | None = None,
 ) -> _Writes | None:
     """Read the messages' states and work out what the records do (None: no message found).
 
     On a write transaction the rows are locked (PostgreSQL, in id order, which keeps
     concurrent group commits from deadlocking); on a read connection they are not.
+    Messages in `as_claimed` (rows as their claims left them) are taken as they are there,
+    not read: only for a write that checks them.
     """
     states: dict[str, _MessageState] = {}
+    if as_claimed:
+        for message_id, row in as_claimed.items():
+            states[message_id] = _MessageState(row, codec)
+        ids = [message_id for message_id in ids if message_id not in as_claimed]
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         rows = await _LOCK_STATES.fetch(conn, db, {"ids": _id_list(db, chunk)})
@@ -756,7 +754,7 @@ def _id_list(db: Database, ids: Sequence[Any]) -> Any:
 
 _LOCK_STATES = DriverStatement(
     lambda d: (
-        select(*_STATE_COLUMNS, row_address(d).label("address"))
+        select(*STATE_COLUMNS, row_address(d).label("address"))
         .where(id_list_condition(messages.c.id, "ids", d))
         .order_by(messages.c.id)
         .with_for_update()

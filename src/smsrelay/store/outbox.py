@@ -85,6 +85,10 @@ class ClaimedMessage:
     held_since: datetime | None = None
     # Built once at claim time: grouping and rendering both ask for it.
     outbound: OutboundMessage | None = field(default=None, compare=False, repr=False)
+    # SQLite in a file: the message's row as the claim left it (its id, `STATE_COLUMNS[1:]`
+    # in the driver's form, its address). A group commit writes the row back only where it
+    # is still so, and need not read it first (`store.attempt_results.plan_attempts`).
+    as_claimed: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
     def as_outbound(self) -> OutboundMessage:
         """The message as the connector engine renders it."""
@@ -118,11 +122,30 @@ _CLAIM_COLUMNS = (
     messages.c.segments,
     messages.c.encoding,
     messages.c.held_since,
+    # Not needed to send; with the above, the state a group commit checks (`as_claimed`).
+    messages.c.failure_reason,
+    messages.c.sent_at,
+    messages.c.final_at,
+)
+# A message's state as a group commit reads and writes it (store.attempt_results).
+STATE_COLUMNS = (
+    messages.c.id,
+    messages.c.connector_id,
+    messages.c.status,
+    messages.c.attempts,
+    messages.c.held_since,
+    messages.c.lease_owner,
+    messages.c.lease_expires_at,
+    messages.c.next_attempt_at,
+    messages.c.failure_reason,
+    messages.c.sent_at,
+    messages.c.final_at,
 )
 
 # A claim row: id, previous status, due at, then _CLAIM_COLUMNS[1:] (see `_claimed`).
 _ATTEMPTS_AT = 2 + [column.name for column in _CLAIM_COLUMNS].index("attempts")
 _QUEUED = S.QUEUED.value
+_SENDING = S.SENDING.value
 
 
 def _is_due(now: datetime) -> Any:
@@ -252,7 +275,9 @@ async def claim_due_messages(
             accepted = await _accepted_before(conn, suspects)
     # Built after the commit: Python work inside a write transaction holds up every other
     # writer (on SQLite the next group commit waits for it).
-    claimed = [_claimed(row, codec, expires) for row in picked]
+    # The lease as written (driver form), for rows a group commit checks instead of reading.
+    lease = (worker_id, values["l_expires"], values["l_next"]) if db.writes_at_once else None
+    claimed = [_claimed(row, codec, expires, lease) for row in picked]
     if accepted:
         claimed = [replace(m, accepted_before=True) if m.id in accepted else m for m in claimed]
     return claimed
@@ -286,7 +311,9 @@ _new_outbound = positional_builder(
 )
 
 
-def _claimed(row: tuple[Any, ...], codec: Codec, expires: datetime) -> ClaimedMessage:
+def _claimed(
+    row: tuple[Any, ...], codec: Codec, expires: datetime, lease: tuple[Any, ...] | None
+) -> ClaimedMessage:
     # Columns: id, previous_status, due_at, _CLAIM_COLUMNS[1:], the row's address.
     (
         message_id,
@@ -305,7 +332,10 @@ def _claimed(row: tuple[Any, ...], codec: Codec, expires: datetime) -> ClaimedMe
         segments,
         encoding,
         held_since,
-        _row_address,
+        failure_reason,
+        sent_at,
+        final_at,
+        address,
     ) = row
     # SQLite gives JSON as text (NULL as None); PostgreSQL's driver has decoded it.
     template_variables = (
@@ -343,6 +373,21 @@ def _claimed(row: tuple[Any, ...], codec: Codec, expires: datetime) -> ClaimedMe
         expires,
         None if held_since is None else codec.read_timestamp(held_since),
         outbound,
+        None
+        if lease is None
+        else (
+            # STATE_COLUMNS, then the address: status and lease as the claim wrote them.
+            message_id,
+            connector_id,
+            _SENDING,
+            attempts,
+            held_since,
+            *lease,
+            failure_reason,
+            sent_at,
+            final_at,
+            address,
+        ),
     )
     return claimed
 
@@ -366,6 +411,7 @@ _CLAIMED_FIELDS = (
     "lease_expires_at",
     "held_since",
     "outbound",
+    "as_claimed",
 )
 _new_claimed = positional_builder(ClaimedMessage, _CLAIMED_FIELDS)
 _STATUSES = {status.value: status for status in MessageStatus}
