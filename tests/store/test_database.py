@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -192,6 +192,36 @@ async def test_write_at_once_rolls_back_when_its_caller_is_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await count_rows(sqlite_db) == 0
+
+
+async def test_write_at_once_hands_the_turn_on_before_its_caller_goes_on(
+    sqlite_db: Database,
+) -> None:
+    """The next writer waiting for the turn takes it (and hands its work to the thread)
+    before the caller of a finished write runs on: a claim builds thousands of messages
+    right after its write, and the group commit behind it waited for that."""
+    first_in, second_in, go_on = threading.Event(), threading.Event(), threading.Event()
+
+    def write(entered: threading.Event) -> Callable[[sqlite3.Connection], None]:
+        def work(conn: sqlite3.Connection) -> None:
+            entered.set()
+            go_on.wait(5)
+
+        return work
+
+    async def first() -> bool:
+        await sqlite_db.write_at_once(write(first_in))
+        # Checked before this task awaits anything again.
+        return second_in.wait(5)
+
+    first_task = asyncio.create_task(first())
+    await asyncio.to_thread(first_in.wait, 5)
+    second_task = asyncio.create_task(sqlite_db.write_at_once(write(second_in)))
+    await asyncio.sleep(0.01)  # waiting for the turn
+    assert not second_in.is_set()
+    go_on.set()
+    assert await first_task
+    await second_task
 
 
 async def test_write_at_once_takes_turns_with_the_other_write_transactions(

@@ -146,7 +146,7 @@ class Database:
             loop = asyncio.get_running_loop()
             done = loop.run_in_executor(self._writer_thread, self._write_now, work, cancelled)
             try:
-                return await asyncio.shield(done)
+                result = await asyncio.shield(done)
             except asyncio.CancelledError:
                 cancelled.set()
                 try:
@@ -157,6 +157,10 @@ class Database:
                 if task is not None:
                     task.cancel()
                 return result
+        # The next writer waiting for the turn hands its work to the thread before this
+        # caller goes on with its own (a claim builds thousands of messages next).
+        await asyncio.sleep(0)
+        return result
 
     def _write_now(self, work: Callable[[sqlite3.Connection], T], cancelled: threading.Event) -> T:
         # On the writer thread.
