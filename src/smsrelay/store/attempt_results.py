@@ -147,7 +147,7 @@ class _MessageState:
         return copy
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Effect:
     """What a record did to a message, for every other message in the same state with an
     equivalent record (one request's messages): new values shared, events as templates."""
@@ -156,6 +156,25 @@ class _Effect:
     values: dict[str, Any]
     # (event, attempt detail or None): copied per message, the message id put in.
     templates: tuple[tuple[dict[str, Any], dict[str, Any] | None], ...]
+
+    @property
+    def attempt_then_status(self) -> bool:
+        """Whether a message's events are an attempt and the status change it caused: in a
+        shared request, the status event alone, the attempt's part kept in the exchange."""
+        return (
+            len(self.templates) == 2
+            and self.templates[0][1] is not None
+            and self.templates[1][0]["kind"] == "status"
+        )
+
+    def attempt_part(self, found_ids: tuple[str, ...]) -> dict[str, Any]:
+        """A message's own part of its attempt event (`attempt_then_status` effects)."""
+        attempt = self.templates[0][1]
+        assert attempt is not None
+        detail = attempt.copy()
+        if found_ids:
+            detail["provider_ids"] = list(found_ids)
+        return detail
 
     def events(self, message_id: str, found_ids: tuple[str, ...]) -> list[dict[str, Any]]:
         made = []
@@ -431,8 +450,12 @@ async def plan_attempts(
     ids = sorted({record.message_id for record in records})
     # A message whose row is known as its claim left it is not read: the write checks it.
     as_claimed = {r.message_id: r.as_claimed for r in records if r.as_claimed is not None}
-    async with db.connect() as conn:
-        writes = await _work_out(conn, db, Codec(db), records, ids, worker_id, as_claimed)
+    if len(as_claimed) == len(ids) and not any(r.outcome == "failed" for r in records):
+        # Nothing to read (a failure may read its connector group's next connector).
+        writes = await _work_out(None, db, Codec(db), records, ids, worker_id, as_claimed)
+    else:
+        async with db.connect() as conn:
+            writes = await _work_out(conn, db, Codec(db), records, ids, worker_id, as_claimed)
     return AttemptPlan(records, worker_id, writes, unplanned=False)
 
 
@@ -462,7 +485,7 @@ async def write_attempts(db: Database, plan: AttemptPlan) -> None:
 
 
 async def _work_out(
-    conn: AsyncConnection,
+    conn: AsyncConnection | None,
     db: Database,
     codec: Codec,
     records: Sequence[AttemptRecord],
@@ -475,7 +498,8 @@ async def _work_out(
     On a write transaction the rows are locked (PostgreSQL, in id order, which keeps
     concurrent group commits from deadlocking); on a read connection they are not.
     Messages in `as_claimed` (rows as their claims left them) are taken as they are there,
-    not read: only for a write that checks them.
+    not read: only for a write that checks them. `conn` may be None when every message is
+    in `as_claimed` and no record failed.
     """
     states: dict[str, _MessageState] = {}
     if as_claimed:
@@ -483,6 +507,7 @@ async def _work_out(
             states[message_id] = _MessageState(row, codec)
         ids = [message_id for message_id in ids if message_id not in as_claimed]
     for start in range(0, len(ids), _CHUNK):
+        assert conn is not None, "messages to read need a connection"
         chunk = ids[start : start + _CHUNK]
         rows = await _LOCK_STATES.fetch(conn, db, {"ids": _id_list(db, chunk)})
         for row in rows:
@@ -491,13 +516,20 @@ async def _work_out(
     if not states:
         return None
     failing = sorted({r.message_id for r in records if r.outcome == "failed"} & set(states))
-    routes = await failover_routes(conn, failing) if failing else {}
+    routes = {}
+    if failing:
+        assert conn is not None, "failed records need a connection"
+        routes = await failover_routes(conn, failing)
     exchanges = {key: _Exchange(at, detail) for key, (at, detail) in _shared(records).items()}
     events: list[dict[str, Any]] = []
     new_provider_ids: list[tuple[Any, ...]] = []
     # The messages of one request are in one state and get equivalent records: the
     # effect is worked out once per (state, record) and shared.
     effects: dict[tuple[Any, ...], _Effect] = {}
+    # With one record per message, a shared effect's status event is the same row for every
+    # message but its id: those messages are listed per (effect, exchange), no event built.
+    one_each = len(ids) == len(records)
+    listed: dict[tuple[_Effect, _Exchange], list[str]] = {}
     for record in records:
         state = states.get(record.message_id)
         if state is None:
@@ -522,10 +554,14 @@ async def _work_out(
             if effect is None:
                 effect, made = _shared_effect(state, record, worker_id)
                 effects[effect_key] = effect
+                events.extend(_share(made, exchange))
+            elif one_each and effect.attempt_then_status and state.id not in exchange.attempts:
+                # What `_share` makes of the effect's events, without making them.
+                exchange.attempts[state.id] = effect.attempt_part(record.provider_ids)
+                listed.setdefault((effect, exchange), []).append(state.id)
             else:
-                made = effect.events(state.id, record.provider_ids)
+                events.extend(_share(effect.events(state.id, record.provider_ids), exchange))
             state.key, state._values = effect.key, effect.values
-            events.extend(_share(made, exchange))
         else:
             events.extend(
                 _share(_apply(state._own(), record, worker_id, route, shared=True), exchange)
@@ -544,12 +580,28 @@ async def _work_out(
     for event in events:
         event["at"] = codec.timestamp(event["at"])
         event["detail"] = _detail_json(event["detail"])
+    rounds = _event_rounds(events)
+    if listed:
+        # Each listed message's only event: its first round.
+        if not rounds:
+            rounds.append(({}, []))
+        first = rounds[0][0]
+        for (effect, exchange), message_ids in listed.items():
+            status = effect.templates[1][0]
+            key = (
+                codec.timestamp(status["at"]),
+                status["kind"],
+                status["status"],
+                _detail_json(status["detail"]),
+                exchange,
+            )
+            first.setdefault(key, []).extend(message_ids)
     state_groups, state_rows = _state_writes(codec, states.values())
     return _Writes(
         state_groups=state_groups,
         state_rows=state_rows,
         exchanges=list(exchanges.values()),
-        event_rounds=_event_rounds(events),
+        event_rounds=rounds,
         provider_ids=new_provider_ids,
         count=len(states),
     )
