@@ -509,3 +509,43 @@ async def test_held_message_is_not_an_attempt_and_keeps_when_the_hold_began(
     async with database.connect() as conn:
         held_since = (await conn.execute(select(messages.c.held_since))).scalar_one()
     assert held_since is None
+
+
+async def test_a_requests_messages_share_their_status_row_without_building_events(
+    database: Database, connector: StoredConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One request's messages, one record each: after the first, no event is built per
+    message (what `_share` would fold into one row is listed instead), with rows known
+    from the claim or read; the histories read as before."""
+    ids = await queue(database, connector, 6)
+    claimed = {m.id: m.as_claimed for m in await claim(database, connector)}
+    built = 0
+    events = attempt_results._Effect.events
+
+    def counted(effect: Any, message_id: str, found_ids: tuple[str, ...]) -> Any:
+        nonlocal built
+        built += 1
+        return events(effect, message_id, found_ids)
+
+    monkeypatch.setattr(attempt_results._Effect, "events", counted)
+    at = NOW + timedelta(seconds=1)
+    trace = {"batch_size": 6}
+    records = [
+        AttemptRecord(
+            m, "sent", provider_ids=(f"p-{m}",), detail=trace, at=at, as_claimed=claimed[m]
+        )
+        for m in ids
+    ]
+    await record_attempts(database, records, worker_id="w1")
+    assert built == 0
+    for message_id in ids:
+        message = await get_message(database, message_id)
+        assert message is not None
+        assert [(e.kind, e.status, e.detail) for e in message.events] == [
+            (
+                "attempt",
+                "sent",
+                {"attempt": 1, "outcome": "sent", "provider_ids": [f"p-{message_id}"], **trace},
+            ),
+            ("status", "sent", {"from": "sending"}),
+        ]

@@ -157,16 +157,21 @@ class AttemptWriter:
                         writing, planning = _Writing(planning, write), []
             except BaseException as exc:
                 failed = isinstance(exc, Exception)
-                if writing is not None:
-                    # A failure lets the write under way end; a cancellation cuts it short.
-                    await writing.finish(cancel=not failed)
-                    if writing.written:
-                        self.flushes += 1
-                    else:
-                        writing.error()  # retrieved: asyncio does not report it again
-                        planning = writing.records + planning
-                # Put back first in line, in the order they came.
-                self._pending = planning + self._pending
+                try:
+                    if writing is not None:
+                        # A failure lets the write under way end; a cancellation cuts it
+                        # short (rolled back unless it has committed).
+                        await writing.finish(cancel=not failed)
+                finally:
+                    if writing is not None:
+                        if writing.written:
+                            self.flushes += 1
+                        else:
+                            if writing.task.done():
+                                writing.error()  # retrieved: asyncio does not report it
+                            planning = writing.records + planning
+                    # Put back first in line, in the order they came.
+                    self._pending = planning + self._pending
                 if not failed:
                     raise
                 log.error(

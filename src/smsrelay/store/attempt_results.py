@@ -502,13 +502,14 @@ async def _work_out(
     in `as_claimed` and no record failed.
     """
     states: dict[str, _MessageState] = {}
+    unread = ids
     if as_claimed:
         for message_id, row in as_claimed.items():
             states[message_id] = _MessageState(row, codec)
-        ids = [message_id for message_id in ids if message_id not in as_claimed]
-    for start in range(0, len(ids), _CHUNK):
+        unread = [message_id for message_id in ids if message_id not in as_claimed]
+    for start in range(0, len(unread), _CHUNK):
         assert conn is not None, "messages to read need a connection"
-        chunk = ids[start : start + _CHUNK]
+        chunk = unread[start : start + _CHUNK]
         rows = await _LOCK_STATES.fetch(conn, db, {"ids": _id_list(db, chunk)})
         for row in rows:
             locked = _MessageState(row, codec)
