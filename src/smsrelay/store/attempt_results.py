@@ -171,10 +171,7 @@ class _Effect:
         """A message's own part of its attempt event (`attempt_then_status` effects)."""
         attempt = self.templates[0][1]
         assert attempt is not None
-        detail = attempt.copy()
-        if found_ids:
-            detail["provider_ids"] = list(found_ids)
-        return detail
+        return _with_ids(attempt, found_ids)
 
     def events(self, message_id: str, found_ids: tuple[str, ...]) -> list[dict[str, Any]]:
         made = []
@@ -182,11 +179,17 @@ class _Effect:
             event = template.copy()
             event["message_id"] = message_id
             if attempt is not None:
-                detail = event["detail"] = attempt.copy()
-                if found_ids:
-                    detail["provider_ids"] = list(found_ids)
+                event["detail"] = _with_ids(attempt, found_ids)
             made.append(event)
         return made
+
+
+def _with_ids(attempt: dict[str, Any], found_ids: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of an attempt template's detail, with the message's own provider ids."""
+    detail = attempt.copy()
+    if found_ids:
+        detail["provider_ids"] = list(found_ids)
+    return detail
 
 
 def _shared_effect(
@@ -589,14 +592,13 @@ async def _work_out(
         first = rounds[0][0]
         for (effect, exchange), message_ids in listed.items():
             status = effect.templates[1][0]
-            key = (
-                codec.timestamp(status["at"]),
-                status["kind"],
-                status["status"],
-                _detail_json(status["detail"]),
-                exchange,
-            )
-            first.setdefault(key, []).extend(message_ids)
+            stored = {
+                **status,
+                "at": codec.timestamp(status["at"]),
+                "detail": _detail_json(status["detail"]),
+                "shared": exchange,
+            }
+            first.setdefault(_row_key(stored), []).extend(message_ids)
     state_groups, state_rows = _state_writes(codec, states.values())
     return _Writes(
         state_groups=state_groups,
@@ -783,14 +785,7 @@ def _event_rounds(events: Sequence[dict[str, Any]]) -> list[_EventRound]:
     for batch in rounds:
         same: dict[tuple[Any, ...], list[str]] = {}
         for event in batch:
-            key = (
-                event["at"],
-                event["kind"],
-                event["status"],
-                event["detail"],
-                event.get("shared"),
-            )
-            same.setdefault(key, []).append(event["message_id"])
+            same.setdefault(_row_key(event), []).append(event["message_id"])
         single: list[tuple[Any, ...]] = []
         for key, message_ids in list(same.items()):
             if len(message_ids) < _SAME_VALUES_MIN:
@@ -798,6 +793,12 @@ def _event_rounds(events: Sequence[dict[str, Any]]) -> list[_EventRound]:
                 single.extend((message_id, *key) for message_id in message_ids)
         grouped.append((same, single))
     return grouped
+
+
+def _row_key(event: Mapping[str, Any]) -> tuple[Any, ...]:
+    """An event's values but for its message (stored form): events with the same key are
+    written by one statement over their message ids."""
+    return (event["at"], event["kind"], event["status"], event["detail"], event.get("shared"))
 
 
 def _id_list(db: Database, ids: Sequence[Any]) -> Any:
