@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import sqlite3
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ _STATE_NAMES = tuple(column.name for column in STATE_COLUMNS)
 _STATE_TIMESTAMPS = frozenset(
     name for name in _WRITTEN if isinstance(messages.c[name].type, UTCDateTime)
 )
+# A state's values in `_WRITTEN` order, and where the timestamps are among them.
+_WRITTEN_VALUES = operator.itemgetter(*_WRITTEN)
+_WRITTEN_TIMESTAMPS = tuple(i for i, name in enumerate(_WRITTEN) if name in _STATE_TIMESTAMPS)
 # A group commit writes rows that differ only in their message id (a batch's messages,
 # all sent at one instant) with one statement over the id list instead of one per row.
 _SAME_VALUES_MIN = 4
@@ -135,7 +139,9 @@ class _MessageState:
     def _own(self) -> _MessageState:
         """This state with values of its own, to be changed in place."""
         if self.key is not None:
-            self._values = dict(self.values)
+            # Values not built yet are built for this state alone; built ones may be shared.
+            shared = self._values
+            self._values = self.values if shared is None else dict(shared)
             self.key = None
         return self
 
@@ -743,13 +749,11 @@ def _state_writes(
         key = state.key
         row = rows.get(key) if key is not None else None
         if row is None:
-            values = state.values
-            row = tuple(
-                codec.timestamp(values[name])
-                if name in _STATE_TIMESTAMPS and isinstance(values[name], datetime)
-                else values[name]
-                for name in _WRITTEN
-            )
+            written = list(_WRITTEN_VALUES(state.values))
+            for index in _WRITTEN_TIMESTAMPS:
+                if isinstance(written[index], datetime):
+                    written[index] = codec.timestamp(written[index])
+            row = tuple(written)
             if key is not None:
                 rows[key] = row
         same.setdefault((row, state.read), []).append(state)

@@ -60,8 +60,8 @@ class Codec:
         if text is None:
             utc = value.astimezone(UTC) if value.utcoffset() else value
             # SQLAlchemy's SQLite DATETIME text form (always six fractional digits), whose
-            # ordering the due index relies on.
-            text = self._texts[value] = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+            # ordering the due index relies on: the ISO form without its "+00:00".
+            text = self._texts[value] = utc.isoformat(" ", "microseconds")[:-6]
         return text
 
     def read_timestamp(self, raw: Any) -> datetime | None:
