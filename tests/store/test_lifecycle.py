@@ -52,6 +52,12 @@ def test_transitions_accept_plain_strings() -> None:
     assert not can_transition("delivered", "sent")
 
 
+@pytest.mark.parametrize(("old", "new"), [("sent", "bogus"), ("bogus", "sent")])
+def test_a_transition_from_or_to_no_status_is_an_error(old: str, new: str) -> None:
+    with pytest.raises(ValueError, match="bogus"):
+        can_transition(old, new)
+
+
 def test_delivered_report_settles_a_sent_message() -> None:
     assert status_after_report(S.SENT, DeliveryOutcome.DELIVERED) is S.DELIVERED
     assert status_after_report(S.SENT, DeliveryOutcome.FAILED) is S.UNDELIVERED

@@ -45,6 +45,8 @@ from smsrelay.store.timestamps import UTCDateTime, utc_now
 S = MessageStatus
 _CHUNK = 1000
 _STATUSES = {status.value: status for status in MessageStatus}
+# Each status's stored text: an enum's `.value` is a property, slow on a hot path.
+_VALUES = {status: status.value for status in MessageStatus}
 
 
 AttemptOutcome = Literal["sent", "retry", "failed", "dispatch_error"]
@@ -306,7 +308,7 @@ def _apply(
     may_requeue = owner in (worker_id, None) or target in (S.SENT, S.FAILED)
     moves = may_requeue and can_transition(old, target)
     if moves:
-        values["status"] = target.value
+        values["status"] = _VALUES[target]
         values["failure_reason"] = None if target is S.SENT else record.error
         values["held_since"] = (values["held_since"] or record.at) if holding else None
         if target is S.FAILED:
@@ -330,12 +332,12 @@ def _apply(
             detail.update(record.detail)
         events.append(_event(state.id, record.at, "attempt", values["status"], detail))
     if moves and target is not old and not (holding and was_held):
-        change: dict[str, Any] = {"from": old.value}
+        change: dict[str, Any] = {"from": _VALUES[old]}
         if record.error and target is not S.SENT:
             change["reason"] = record.error
         if holding:
             change.update(record.detail)
-        events.append(_event(state.id, record.at, "status", target.value, change))
+        events.append(_event(state.id, record.at, "status", _VALUES[target], change))
     return events
 
 
@@ -787,14 +789,25 @@ def _event_rounds(events: Sequence[dict[str, Any]]) -> list[_EventRound]:
         rounds[n].append(event)
     grouped: list[_EventRound] = []
     for batch in rounds:
-        same: dict[tuple[Any, ...], list[str]] = {}
+        by_key: dict[tuple[Any, ...], list[str]] = {}
         for event in batch:
-            same.setdefault(_row_key(event), []).append(event["message_id"])
-        single: list[tuple[Any, ...]] = []
-        for key, message_ids in list(same.items()):
-            if len(message_ids) < _SAME_VALUES_MIN:
-                del same[key]
-                single.extend((message_id, *key) for message_id in message_ids)
+            key = _row_key(event)
+            listed = by_key.get(key)
+            if listed is None:
+                by_key[key] = [event["message_id"]]
+            else:
+                listed.append(event["message_id"])
+        if len(by_key) == len(batch):
+            # No two alike (one message per request): every event is a row of its own.
+            grouped.append(({}, [(ids[0], *key) for key, ids in by_key.items()]))
+            continue
+        same = {key: ids for key, ids in by_key.items() if len(ids) >= _SAME_VALUES_MIN}
+        single = [
+            (message_id, *key)
+            for key, ids in by_key.items()
+            if len(ids) < _SAME_VALUES_MIN
+            for message_id in ids
+        ]
         grouped.append((same, single))
     return grouped
 

@@ -55,8 +55,17 @@ TRANSITIONS: dict[MessageStatus, frozenset[MessageStatus]] = {
 }
 
 
+# Every allowed (old, new) pair: statuses are strings, so their texts find them too.
+_ALLOWED: frozenset[tuple[str, str]] = frozenset(
+    (old, new) for old, targets in TRANSITIONS.items() for new in targets
+)
+
+
 def can_transition(old: MessageStatus | str, new: MessageStatus | str) -> bool:
     """Whether a message in status `old` may be moved to `new`."""
+    if (old, new) in _ALLOWED:
+        return True
+    # Not allowed, or not a status at all (which raises ValueError).
     return MessageStatus(new) in TRANSITIONS[MessageStatus(old)]
 
 
