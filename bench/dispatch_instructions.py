@@ -35,16 +35,11 @@ from pathlib import Path
 
 from common import (
     database_url,
-    migrated,
-    new_secret_box,
     print_table,
-    queue_messages,
     running_provider,
-    save,
-    single_connector,
     workdir,
 )
-from dispatch_unbatched import CONNECTOR, bare_client, dispatcher_run
+from dispatch_unbatched import bare_client, dispatcher_run, queued
 from smsrelay.gc_tuning import tune_garbage_collector
 
 CONCURRENCY = 32
@@ -63,11 +58,7 @@ async def child(part: str, count: int) -> None:
             return
         with workdir() as tmp, database_url("sqlite", tmp) as url:
             if part == "queue":
-                db = await migrated(url)
-                box, _ = new_secret_box()
-                definition = single_connector(CONNECTOR, provider.base_url, concurrency=CONCURRENCY)
-                stored = await save(db, box, definition)
-                await queue_messages(db, stored.id, count)
+                db, _box = await queued(url, provider.base_url, count, CONCURRENCY)
                 await db.close()
                 return
             await dispatcher_run(

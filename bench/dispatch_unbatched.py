@@ -51,6 +51,8 @@ from smsrelay.connectors.exchange import HttpRequest, HttpResponse
 from smsrelay.dispatch.transport import AiohttpTransport, InMemoryTransport, Transport
 from smsrelay.dispatch.worker import Dispatcher
 from smsrelay.settings import Settings
+from smsrelay.store.database import Database
+from smsrelay.store.secret_box import SecretBox
 
 CONNECTOR = "unbatched"
 
@@ -105,6 +107,23 @@ def provider_answer() -> InMemoryTransport:
     return InMemoryTransport(answer)
 
 
+async def queued(
+    url: str, provider_url: str, count: int, concurrency: int
+) -> tuple[Database, SecretBox]:
+    """A migrated database with `count` messages queued for the benchmark's connector."""
+    db = await migrated(url)
+    box, _ = new_secret_box()
+    try:
+        stored = await save(
+            db, box, single_connector(CONNECTOR, provider_url, concurrency=concurrency)
+        )
+        await queue_messages(db, stored.id, count)
+    except BaseException:
+        await db.close()
+        raise
+    return db, box
+
+
 async def dispatcher_run(
     url: str,
     provider_url: str,
@@ -119,13 +138,8 @@ async def dispatcher_run(
     the provider's answers come from memory. A longer lease than the default suits a run
     slowed down many times (under valgrind), which would otherwise leave messages whose
     lease runs out to the next worker."""
-    db = await migrated(url)
-    box, _ = new_secret_box()
+    db, box = await queued(url, provider_url, count, concurrency)
     try:
-        stored = await save(
-            db, box, single_connector(CONNECTOR, provider_url, concurrency=concurrency)
-        )
-        await queue_messages(db, stored.id, count)
         settings = Settings(database_url=url, allow_hosts=("127.0.0.1",))
         if lease_seconds is not None:
             settings = dataclasses.replace(settings, lease_seconds=lease_seconds)

@@ -797,10 +797,6 @@ def _event_rounds(events: Sequence[dict[str, Any]]) -> list[_EventRound]:
                 by_key[key] = [event["message_id"]]
             else:
                 listed.append(event["message_id"])
-        if len(by_key) == len(batch):
-            # No two alike (one message per request): every event is a row of its own.
-            grouped.append(({}, [(ids[0], *key) for key, ids in by_key.items()]))
-            continue
         same = {key: ids for key, ids in by_key.items() if len(ids) >= _SAME_VALUES_MIN}
         single = [
             (message_id, *key)
