@@ -7,7 +7,10 @@ For each database it queues N messages for one JSON connector (concurrency C) po
 - **bare client**: C aiohttp coroutines POSTing N requests of the same size and headers to
   the same provider, reading each answer: the ceiling for one Python process;
 - **dispatcher**: `Dispatcher.run_once` claiming, rendering, sending, parsing and
-  group-committing all N until every message is `sent` in the database.
+  group-committing all N until every message is `sent` in the database, through the
+  default transport (smsrelay's own HTTP/1.1 client, `dispatch/http11.py`);
+- **on aiohttp**: the same dispatcher with `SMSRELAY_HTTP_CLIENT=aiohttp`'s transport, the
+  ratio it would have with aiohttp's client inside.
 
 - **without the network**: the same dispatcher run once more, its transport answering in
   memory what the provider answers (`{"id": ...}`): everything the dispatcher does per
@@ -48,7 +51,7 @@ from common import (
     workdir,
 )
 from smsrelay.connectors.exchange import HttpRequest, HttpResponse
-from smsrelay.dispatch.transport import AiohttpTransport, InMemoryTransport, Transport
+from smsrelay.dispatch.transport import InMemoryTransport, Transport, outbound_transport
 from smsrelay.dispatch.worker import Dispatcher
 from smsrelay.settings import Settings
 from smsrelay.store.database import Database
@@ -132,6 +135,7 @@ async def dispatcher_run(
     *,
     network: bool = True,
     lease_seconds: float | None = None,
+    http_client: str = "builtin",
 ) -> tuple[float, float, float]:
     """(wall, process CPU, main-thread CPU) seconds for the dispatcher to take `count` queued
     messages to `sent` (the process CPU includes the database threads). Without `network`,
@@ -144,7 +148,9 @@ async def dispatcher_run(
         if lease_seconds is not None:
             settings = dataclasses.replace(settings, lease_seconds=lease_seconds)
         transport: Transport = (
-            AiohttpTransport(allow_hosts=settings.allow_hosts) if network else provider_answer()
+            outbound_transport(http_client, allow_hosts=settings.allow_hosts)
+            if network
+            else provider_answer()
         )
         dispatcher = Dispatcher(db, box, transport, settings)
         try:
@@ -174,11 +180,15 @@ async def run(kinds: list[str], count: int, concurrency: int, repeat: int) -> No
                 )
                 after, after_cpu = await bare_client(bare_url, count, concurrency)
             with workdir() as tmp, database_url(kind, tmp) as url:
+                on_aiohttp, _, _ = await dispatcher_run(
+                    url, provider.base_url, count, concurrency, http_client="aiohttp"
+                )
+            with workdir() as tmp, database_url(kind, tmp) as url:
                 _, _, spent = await dispatcher_run(
                     url, provider.base_url, count, concurrency, network=False
                 )
                 stats = await provider.stats()
-                if stats[CONNECTOR]["messages"] != count:
+                if stats[CONNECTOR]["messages"] != 2 * count:
                     raise SystemExit(f"the provider got {stats[CONNECTOR]['messages']} messages")
                 await provider.reset()
                 bare = min(before, after)
@@ -193,6 +203,8 @@ async def run(kinds: list[str], count: int, concurrency: int, repeat: int) -> No
                         count / after,
                         count / dispatch,
                         f"{bare / dispatch:.2f}",
+                        count / on_aiohttp,
+                        f"{bare / on_aiohttp:.2f}",
                         f"{bare_cpu:.0f}",
                         f"{dispatch_cpu / count * 1e6:.0f}",
                         f"{bare_cpu * (1 / 0.7 - 1):.0f}",
@@ -210,6 +222,8 @@ async def run(kinds: list[str], count: int, concurrency: int, repeat: int) -> No
             "bare/s (after)",
             "dispatcher/s",
             "ratio",
+            "on aiohttp/s",
+            "ratio on aiohttp",
             "bare CPU µs/msg",
             "dispatcher CPU µs/msg",
             "budget µs/msg",

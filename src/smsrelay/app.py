@@ -28,7 +28,7 @@ from smsrelay.compat import moengage as moengage_api
 from smsrelay.compat.webhook_formats import register_platform_formats
 from smsrelay.dashboard import create_dashboard_app
 from smsrelay.dispatch.background import BackgroundWork, background_work
-from smsrelay.dispatch.transport import AiohttpTransport, Transport
+from smsrelay.dispatch.transport import Transport, outbound_transport
 from smsrelay.gc_tuning import tune_garbage_collector
 from smsrelay.runtime import Runtime
 from smsrelay.sandbox import Sandbox, SandboxSettings, create_sandbox_app
@@ -62,7 +62,9 @@ def create_app(
         database = open_database(settings.database_url)
         await database.migrate()
         box = load_secret_box(settings)
-        outbound = transport or AiohttpTransport(allow_hosts=_allow_hosts(settings))
+        outbound = transport or outbound_transport(
+            settings.http_client, allow_hosts=_allow_hosts(settings)
+        )
         runtime = Runtime(settings=settings, database=database, secret_box=box, transport=outbound)
         if sandbox is not None:
             await sandbox.start()

@@ -330,7 +330,7 @@ def worker() -> None:
 
     from smsrelay.compat.webhook_formats import register_platform_formats
     from smsrelay.dispatch.background import background_work
-    from smsrelay.dispatch.transport import AiohttpTransport
+    from smsrelay.dispatch.transport import outbound_transport
     from smsrelay.gc_tuning import tune_garbage_collector
     from smsrelay.store.database import open_database
     from smsrelay.store.secret_box import load_secret_box
@@ -342,7 +342,7 @@ def worker() -> None:
     async def run() -> None:
         db = open_database(settings.database_url)
         await db.migrate()
-        transport = AiohttpTransport(allow_hosts=settings.allow_hosts)
+        transport = outbound_transport(settings.http_client, allow_hosts=settings.allow_hosts)
         work = background_work(db, load_secret_box(settings), transport, settings)
         tune_garbage_collector()
         loop = asyncio.get_running_loop()

@@ -17,6 +17,10 @@ import yaml
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./smsrelay.db"
 
 
+# The outbound HTTP clients `SMSRELAY_HTTP_CLIENT` may name (dispatch.transport).
+HTTP_CLIENTS = ("builtin", "aiohttp")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything smsrelay reads from its environment."""
@@ -36,6 +40,8 @@ class Settings:
     dispatcher: bool = True
     # Hosts outbound requests may reach although they resolve to private/loopback addresses.
     allow_hosts: tuple[str, ...] = ()
+    # The outbound HTTP client: `builtin` (dispatch/http11.py, the default) or `aiohttp`.
+    http_client: str = "builtin"
     dlr_max_bytes: int = 256 * 1024
     # How many messages a worker claims at once, and how long it holds them.
     claim_batch: int = 500
@@ -137,4 +143,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raw = env.get(f"SMSRELAY_{name.upper()}")
         if raw is not None:
             values[name] = _coerce(name, raw, getattr(defaults, name))
-    return replace(defaults, **values, **overrides)
+    settings = replace(defaults, **values, **overrides)
+    if settings.http_client not in HTTP_CLIENTS:
+        raise ValueError(
+            f"SMSRELAY_HTTP_CLIENT: unknown HTTP client {settings.http_client!r}; "
+            f"expected one of {', '.join(HTTP_CLIENTS)}"
+        )
+    return settings

@@ -3,22 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from yarl import URL
 
 from smsrelay.connectors.exchange import HttpRequest, HttpResponse
-from smsrelay.dispatch.address_guard import OutboundPolicy, address_block_reason
-from smsrelay.dispatch.transport import AiohttpTransport, InMemoryTransport, TransportError
+from smsrelay.dispatch.address_guard import GuardedResolver, OutboundPolicy, address_block_reason
+from smsrelay.dispatch.http11 import ConnectionPool, request_head
+from smsrelay.dispatch.transport import (
+    AiohttpTransport,
+    HttpTransport,
+    InMemoryTransport,
+    TransportError,
+    outbound_transport,
+)
+from smsrelay.settings import load_settings
 
 LOCAL = ("127.0.0.1", "localhost")
+
+# Every test of the transport's contract runs against both HTTP clients.
+Transports = type[AiohttpTransport] | type[HttpTransport]
+
+
+@pytest.fixture(params=[HttpTransport, AiohttpTransport], ids=["builtin", "aiohttp"])
+def transport_class(request: pytest.FixtureRequest) -> Transports:
+    kind: Transports = request.param
+    return kind
 
 
 @dataclass
@@ -99,8 +124,8 @@ class FakeResolver(AbstractResolver):
 # ---------------------------------------------------------------- plain sending
 
 
-async def test_sends_request_and_returns_response() -> None:
-    async with local_server() as server, AiohttpTransport(allow_hosts=LOCAL) as transport:
+async def test_sends_request_and_returns_response(transport_class: Transports) -> None:
+    async with local_server() as server, transport_class(allow_hosts=LOCAL) as transport:
         response = await transport.send(post(f"{server.url}/send?x=1"), timeout=5)
     assert response.status == 200
     assert b'"path": "/send"' in response.body
@@ -109,34 +134,34 @@ async def test_sends_request_and_returns_response() -> None:
     assert server.seen[0].query_string == "x=1"
 
 
-async def test_request_without_content_type_gets_none_added() -> None:
-    async with local_server() as server, AiohttpTransport(allow_hosts=LOCAL) as transport:
+async def test_request_without_content_type_gets_none_added(transport_class: Transports) -> None:
+    async with local_server() as server, transport_class(allow_hosts=LOCAL) as transport:
         request = HttpRequest("POST", f"{server.url}/raw", (), b"hello")
         await transport.send(request, timeout=5)
     assert "Content-Type" not in server.seen[0].headers
 
 
-async def test_response_body_is_capped() -> None:
+async def test_response_body_is_capped(transport_class: Transports) -> None:
     async def big(request: web.Request) -> web.StreamResponse:
         return web.Response(body=b"x" * 300_000)
 
     async with (
         local_server(big) as server,
-        AiohttpTransport(allow_hosts=LOCAL, max_response_bytes=1000) as transport,
+        transport_class(allow_hosts=LOCAL, max_response_bytes=1000) as transport,
     ):
         response = await transport.send(post(server.url), timeout=5)
     assert response.status == 200
     assert response.body == b"x" * 1000
 
 
-async def test_slow_answer_is_a_retryable_timeout() -> None:
+async def test_slow_answer_is_a_retryable_timeout(transport_class: Transports) -> None:
     release = asyncio.Event()
 
     async def slow(request: web.Request) -> web.StreamResponse:
         await release.wait()
         return web.Response(text="late")
 
-    async with local_server(slow) as server, AiohttpTransport(allow_hosts=LOCAL) as transport:
+    async with local_server(slow) as server, transport_class(allow_hosts=LOCAL) as transport:
         with pytest.raises(TransportError) as caught:
             await transport.send(post(server.url), timeout=0.2)
         release.set()
@@ -144,24 +169,24 @@ async def test_slow_answer_is_a_retryable_timeout() -> None:
     assert caught.value.reason == "timeout"
 
 
-async def test_connection_refused_is_retryable() -> None:
+async def test_connection_refused_is_retryable(transport_class: Transports) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again before the request: nobody listens
-    async with AiohttpTransport(allow_hosts=LOCAL) as transport:
+    async with transport_class(allow_hosts=LOCAL) as transport:
         with pytest.raises(TransportError) as caught:
             await transport.send(post(f"http://127.0.0.1:{port}/"), timeout=5)
     assert caught.value.retryable
     assert caught.value.reason == "connection_error"
 
 
-async def test_redirects_are_followed_and_303_becomes_get() -> None:
+async def test_redirects_are_followed_and_303_becomes_get(transport_class: Transports) -> None:
     async def hop(request: web.Request) -> web.StreamResponse:
         if request.path == "/start":
             raise web.HTTPSeeOther("/final")
         return web.json_response({"method": request.method})
 
-    async with local_server(hop) as server, AiohttpTransport(allow_hosts=LOCAL) as transport:
+    async with local_server(hop) as server, transport_class(allow_hosts=LOCAL) as transport:
         response = await transport.send(post(f"{server.url}/start"), timeout=5)
     assert response.status == 200
     assert response.body == b'{"method": "GET"}'
@@ -169,7 +194,9 @@ async def test_redirects_are_followed_and_303_becomes_get() -> None:
 
 
 @pytest.mark.parametrize("method", ["POST", "GET"])
-async def test_before_write_runs_once_before_the_request_leaves(method: str) -> None:
+async def test_before_write_runs_once_before_the_request_leaves(
+    method: str, transport_class: Transports
+) -> None:
     arrived: list[float] = []
     hook_done: list[float] = []
 
@@ -183,7 +210,7 @@ async def test_before_write_runs_once_before_the_request_leaves(method: str) -> 
         await asyncio.sleep(0.2)
         hook_done.append(time.monotonic())
 
-    async with local_server(stamp) as server, AiohttpTransport(allow_hosts=LOCAL) as transport:
+    async with local_server(stamp) as server, transport_class(allow_hosts=LOCAL) as transport:
         url = f"{server.url}/start"
         request = post(url) if method == "POST" else HttpRequest("GET", url, (), b"")
         response = await transport.send(request, timeout=5, before_write=before_write)
@@ -199,11 +226,11 @@ async def test_before_write_runs_once_before_the_request_leaves(method: str) -> 
         assert server.bodies[:2] == [b'{"to": "+15550001"}'] * 2
 
 
-async def test_redirect_loop_stops_after_five_hops() -> None:
+async def test_redirect_loop_stops_after_five_hops(transport_class: Transports) -> None:
     async def loop(request: web.Request) -> web.StreamResponse:
         raise web.HTTPTemporaryRedirect("/again")
 
-    async with local_server(loop) as server, AiohttpTransport(allow_hosts=LOCAL) as transport:
+    async with local_server(loop) as server, transport_class(allow_hosts=LOCAL) as transport:
         with pytest.raises(TransportError) as caught:
             await transport.send(post(server.url), timeout=5)
     assert caught.value.reason == "too_many_redirects"
@@ -222,16 +249,20 @@ def assert_blocked(error: TransportError, address: str, why: str) -> None:
     assert "SMSRELAY_ALLOW_HOSTS" in error.reason
 
 
-async def test_loopback_refused_when_not_allow_listed_and_nothing_sent() -> None:
-    async with local_server() as server, AiohttpTransport(allow_hosts=()) as transport:
+async def test_loopback_refused_when_not_allow_listed_and_nothing_sent(
+    transport_class: Transports,
+) -> None:
+    async with local_server() as server, transport_class(allow_hosts=()) as transport:
         with pytest.raises(TransportError) as caught:
             await transport.send(post(server.url), timeout=5)
     assert_blocked(caught.value, "127.0.0.1", "loopback")
     assert server.seen == []
 
 
-async def test_name_resolving_to_loopback_is_refused_and_nothing_sent() -> None:
-    async with local_server() as server, AiohttpTransport(allow_hosts=()) as transport:
+async def test_name_resolving_to_loopback_is_refused_and_nothing_sent(
+    transport_class: Transports,
+) -> None:
+    async with local_server() as server, transport_class(allow_hosts=()) as transport:
         with pytest.raises(TransportError) as caught:
             await transport.send(post(f"http://localhost:{server.port}/"), timeout=5)
     assert caught.value.reason.startswith("blocked_address: localhost -> ")
@@ -239,10 +270,10 @@ async def test_name_resolving_to_loopback_is_refused_and_nothing_sent() -> None:
     assert server.seen == []
 
 
-async def test_public_looking_name_pointing_inside_is_refused() -> None:
+async def test_public_looking_name_pointing_inside_is_refused(transport_class: Transports) -> None:
     async with (
         local_server() as server,
-        AiohttpTransport(allow_hosts=(), resolver=FakeResolver("127.0.0.1")) as transport,
+        transport_class(allow_hosts=(), resolver=FakeResolver("127.0.0.1")) as transport,
     ):
         with pytest.raises(TransportError) as caught:
             await transport.send(post(f"http://sms.example.com:{server.port}/"), timeout=5)
@@ -265,22 +296,24 @@ async def test_public_looking_name_pointing_inside_is_refused() -> None:
     ],
 )
 async def test_internal_ip_literals_are_refused_before_connecting(
-    host: str, address: str, why: str
+    host: str, address: str, why: str, transport_class: Transports
 ) -> None:
-    async with AiohttpTransport(allow_hosts=("localhost",)) as transport:
+    async with transport_class(allow_hosts=("localhost",)) as transport:
         with pytest.raises(TransportError) as caught:
             await transport.send(post(f"http://{host}:9/"), timeout=1)
     assert_blocked(caught.value, address, why)
 
 
-async def test_non_canonical_numeric_host_is_refused() -> None:
-    async with AiohttpTransport(allow_hosts=()) as transport:
+async def test_non_canonical_numeric_host_is_refused(transport_class: Transports) -> None:
+    async with transport_class(allow_hosts=()) as transport:
         with pytest.raises(TransportError) as caught:
             await transport.send(post("http://2130706433:9/"), timeout=1)
     assert not caught.value.retryable
 
 
-async def test_redirect_from_allowed_server_to_refused_target_sends_nothing_there() -> None:
+async def test_redirect_from_allowed_server_to_refused_target_sends_nothing_there(
+    transport_class: Transports,
+) -> None:
     async with local_server() as target:
 
         async def bounce(request: web.Request) -> web.StreamResponse:
@@ -289,7 +322,7 @@ async def test_redirect_from_allowed_server_to_refused_target_sends_nothing_ther
         # Only the name "localhost" is allow-listed; the redirect names 127.0.0.1 directly.
         async with (
             local_server(bounce) as origin,
-            AiohttpTransport(allow_hosts=("localhost",)) as transport,
+            transport_class(allow_hosts=("localhost",)) as transport,
         ):
             with pytest.raises(TransportError) as caught:
                 await transport.send(post(f"http://localhost:{origin.port}/send"), timeout=5)
@@ -298,17 +331,17 @@ async def test_redirect_from_allowed_server_to_refused_target_sends_nothing_ther
     assert target.seen == []
 
 
-async def test_allow_listed_address_and_cidr_work() -> None:
+async def test_allow_listed_address_and_cidr_work(transport_class: Transports) -> None:
     async with local_server() as server:
         for allow in [("127.0.0.1",), ("127.0.0.0/8",), ("localhost",)]:
             host = "localhost" if allow == ("localhost",) else "127.0.0.1"
-            async with AiohttpTransport(allow_hosts=allow) as transport:
+            async with transport_class(allow_hosts=allow) as transport:
                 response = await transport.send(post(f"http://{host}:{server.port}/"), timeout=5)
             assert response.status == 200
     assert len(server.seen) == 3
 
 
-async def test_cross_origin_redirect_drops_credentials() -> None:
+async def test_cross_origin_redirect_drops_credentials(transport_class: Transports) -> None:
     async with local_server() as target:
 
         async def bounce(request: web.Request) -> web.StreamResponse:
@@ -316,7 +349,7 @@ async def test_cross_origin_redirect_drops_credentials() -> None:
 
         async with (
             local_server(bounce) as origin,
-            AiohttpTransport(allow_hosts=LOCAL) as transport,
+            transport_class(allow_hosts=LOCAL) as transport,
         ):
             response = await transport.send(post(f"{origin.url}/send"), timeout=5)
     assert response.status == 200
@@ -348,3 +381,113 @@ async def test_in_memory_transport_records_and_answers() -> None:
     assert response.status == 202
     assert response.body == b'{"to": "+15550001"}'
     assert [r.url for r in transport.requests] == ["https://sms.example.com/"]
+
+
+# ---------------------------------------------------------------- TLS
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for `localhost` and 127.0.0.1, signed by itself, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@asynccontextmanager
+async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[int, Path, list[int]]]:
+    """An HTTPS server on 127.0.0.1 answering `{"ok": true}`: (port, its certificate,
+    connections accepted)."""
+    cert_path, key_path = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    accepted: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = 0
+                for line in head.decode().split("\r\n"):
+                    if line.lower().startswith("content-length:"):
+                        length = int(line.split(":", 1)[1])
+                await reader.readexactly(length)
+                writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n{"ok": true}')
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port, cert_path, accepted
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_untrusted_certificate_is_a_tls_error_not_retried(
+    transport_class: Transports, tmp_path: Path
+) -> None:
+    async with (
+        tls_server(tmp_path) as (port, _cert, _accepted),
+        transport_class(allow_hosts=LOCAL) as transport,
+    ):
+        with pytest.raises(TransportError) as caught:
+            await transport.send(post(f"https://localhost:{port}/send"), timeout=5)
+    assert caught.value.reason == "tls_error"
+    assert not caught.value.retryable
+    assert "certificate" in str(caught.value).lower()
+
+
+async def test_the_builtin_client_speaks_tls_and_keeps_the_connection(tmp_path: Path) -> None:
+    async with tls_server(tmp_path) as (port, cert, accepted):
+        trusted = ssl.create_default_context(cafile=str(cert))
+        pool = ConnectionPool(GuardedResolver(OutboundPolicy(LOCAL)), ssl_context=trusted)
+        url = URL(f"https://localhost:{port}/send")
+        head = request_head("POST", url, (("Content-Type", "application/json"),))
+        try:
+            answers = [await pool.request("POST", url, head, b"{}", cap=1000) for _ in range(3)]
+        finally:
+            await pool.close()
+    assert [(a.status, a.body) for a in answers] == [(200, b'{"ok": true}')] * 3
+    assert len(accepted) == 1
+
+
+def test_the_http_client_setting_picks_the_transport_and_refuses_others() -> None:
+    assert load_settings({}).http_client == "builtin"
+    assert isinstance(outbound_transport(load_settings({}).http_client), HttpTransport)
+    chosen = load_settings({"SMSRELAY_HTTP_CLIENT": "aiohttp"}).http_client
+    assert isinstance(outbound_transport(chosen), AiohttpTransport)
+    with pytest.raises(ValueError, match=r"SMSRELAY_HTTP_CLIENT: .*'curl'.*builtin, aiohttp"):
+        load_settings({"SMSRELAY_HTTP_CLIENT": "curl"})
+    with pytest.raises(ValueError, match="SMSRELAY_HTTP_CLIENT"):
+        outbound_transport("curl")
