@@ -29,15 +29,18 @@ from common import (
     save,
     workdir,
 )
-from smsrelay.dispatch.transport import AiohttpTransport
+from smsrelay.dispatch.transport import outbound_transport
 from smsrelay.dispatch.worker import Dispatcher
-from smsrelay.settings import Settings
+from smsrelay.settings import HTTP_CLIENTS, Settings
 
 CONNECTOR = "batched"
 
 
-async def dispatch(url: str, provider_url: str, count: int, batch: int) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) for the dispatcher to take `count` messages to sent."""
+async def dispatch(
+    url: str, provider_url: str, count: int, batch: int, http_client: str = "builtin"
+) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) for the dispatcher to take `count` messages to sent
+    through the `http_client` transport (`SMSRELAY_HTTP_CLIENT`)."""
     db = await migrated(url)
     box, _ = new_secret_box()
     try:
@@ -45,7 +48,7 @@ async def dispatch(url: str, provider_url: str, count: int, batch: int) -> tuple
         await queue_messages(db, stored.id, count)
         # Claims as large as a few requests, so rendering and sending overlap the writes.
         settings = Settings(database_url=url, allow_hosts=("127.0.0.1",), claim_batch=4 * batch)
-        transport = AiohttpTransport(allow_hosts=settings.allow_hosts)
+        transport = outbound_transport(http_client, allow_hosts=settings.allow_hosts)
         dispatcher = Dispatcher(db, box, transport, settings)
         try:
             started, cpu = time.perf_counter(), time.process_time()
@@ -61,31 +64,46 @@ async def dispatch(url: str, provider_url: str, count: int, batch: int) -> tuple
         await db.close()
 
 
-async def run(kinds: list[str], count: int, batch: int, repeat: int) -> None:
+async def run(kinds: list[str], count: int, batch: int, repeat: int, http_client: str) -> None:
     rows: list[list[object]] = []
     with running_provider() as provider:
         for kind in kinds:
             for run_number in range(1, repeat + 1):
-                rows.append(await one_run(provider, kind, count, batch, run_number))
+                rows.append(await one_run(provider, kind, count, batch, run_number, http_client))
     print_table(
         "dispatch, batches in one request (target: >= 20,000 messages/s on SQLite)",
-        ["database", "run", "messages", "batch", "requests", "messages/s", "CPU µs/message"],
+        [
+            "database",
+            "client",
+            "run",
+            "messages",
+            "batch",
+            "requests",
+            "messages/s",
+            "CPU µs/message",
+        ],
         rows,
     )
 
 
 async def one_run(
-    provider: RunningProvider, kind: str, count: int, batch: int, run_number: int
+    provider: RunningProvider,
+    kind: str,
+    count: int,
+    batch: int,
+    run_number: int,
+    http_client: str,
 ) -> list[object]:
     """One row: a fresh database (and queue) per run."""
     with workdir() as tmp, database_url(kind, tmp) as url:
-        elapsed, cpu = await dispatch(url, provider.base_url, count, batch)
+        elapsed, cpu = await dispatch(url, provider.base_url, count, batch, http_client)
         stats = await provider.stats()
         await provider.reset()
         if stats[CONNECTOR]["messages"] != count:
             raise SystemExit(f"the provider got {stats[CONNECTOR]['messages']} messages")
         return [
             kind,
+            http_client,
             run_number,
             count,
             batch,
@@ -100,10 +118,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--http-client",
+        choices=HTTP_CLIENTS,
+        default="builtin",
+        help="the transport (SMSRELAY_HTTP_CLIENT)",
+    )
     add_dispatch_options(parser)
     options = parser.parse_args()
     kinds = dispatch_setup(options)
-    asyncio.run(run(kinds, options.count, options.batch, max(1, options.repeat)))
+    asyncio.run(
+        run(kinds, options.count, options.batch, max(1, options.repeat), options.http_client)
+    )
 
 
 if __name__ == "__main__":
