@@ -187,3 +187,37 @@ async def test_a_cancelled_flush_keeps_exactly_the_records_not_written(committed
     assert await writer.flush()
     assert store.groups == ([["a"], ["b"]] if committed else [["a", "b"]])
     await writer.aclose()
+
+
+async def test_senders_at_the_bound_go_on_once_a_group_is_stored() -> None:
+    # Each sender waits only until the records unwritten fall below the bound, not until
+    # the flush has written everything (which, with senders adding, may never end).
+    store = FakeStore()
+    first_gate = store.gate = asyncio.Event()
+    writer = writer_for(store, max_records=2, max_delay=3600)
+    first = asyncio.create_task(writer.add(records("a", "b")))
+    await until(lambda: ("write", ["a", "b"]) in store.log)
+    store.gate = asyncio.Event()  # the next write waits for this one
+    second = asyncio.create_task(writer.add(records("c")))
+    await until(lambda: ("plan", ["c"]) in store.log)
+    assert writer.unwritten == 3
+    assert not first.done() and not second.done()
+    first_gate.set()
+    await until(lambda: first.done() and second.done())
+    assert store.groups == [["a", "b"]]  # "c" is still being written
+    assert writer.unwritten == 1
+    store.gate.set()
+    assert await writer.flush()
+    assert store.groups == [["a", "b"], ["c"]]
+    assert writer.unwritten == 0
+    await writer.aclose()
+
+
+async def test_a_failed_flush_lets_the_senders_at_the_bound_go_on() -> None:
+    store = FakeStore(fail_writes=1)
+    writer = writer_for(store, max_records=2, max_delay=3600, retry_delay=3600)
+    await asyncio.wait_for(writer.add(records("a", "b")), 1)
+    assert store.groups == [] and writer.pending == 2  # kept for the retry
+    assert await writer.flush()
+    assert store.groups == [["a", "b"]]
+    await writer.aclose()

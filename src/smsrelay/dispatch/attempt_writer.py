@@ -11,10 +11,12 @@ out) and then written (`write_attempts`); the next group is planned while the on
 it is being written, so the event loop works while the database writes.
 
 `max_records` is also where senders stop to wait for the write (`add`, `wait_for_room`):
-it bounds the messages sent but not yet recorded, which a crash sends twice. 1000 instead
-of 200 made one-message dispatch ~25% faster (fewer stops behind group commits) but a
-worker SIGKILLed under load left 1 117-1 236 duplicates instead of 40-264
-(bench/README.md, fourth round), so it stays at 200.
+it bounds the messages sent but not yet recorded (waiting, being planned or being written),
+which a crash sends twice. A sender at the bound goes on as soon as a stored group makes
+room, while the flush goes on writing what the others add. 1000 instead of 200 made
+one-message dispatch ~25% faster (fewer stops behind group commits) but a worker SIGKILLed
+under load left 1 117-1 236 duplicates instead of 40-264 (bench/README.md, fourth round),
+so it stays at 200.
 """
 
 from __future__ import annotations
@@ -91,32 +93,70 @@ class AttemptWriter:
         self._added = asyncio.Event()
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
+        # Records the flush under way has taken (planning or writing): unwritten still.
+        self._in_hand = 0
+        # The flush started for senders at the bound (`_make_room`), and what wakes them.
+        self._flushing: asyncio.Task[bool] | None = None
+        self._progress: asyncio.Future[None] | None = None
         self.flushes = 0  # transactions written, for metrics and tests
 
     @property
     def pending(self) -> int:
-        """Records waiting to be written."""
+        """Records waiting to be written, not yet taken by a flush."""
         return len(self._pending)
 
+    @property
+    def unwritten(self) -> int:
+        """Records added and not stored yet: waiting, being planned or being written."""
+        return len(self._pending) + self._in_hand
+
     async def add(self, records: Sequence[AttemptRecord]) -> None:
-        """Queue records; write now if the group is full (the caller waits: backpressure)."""
+        """Queue records; at `max_records` unwritten, write and wait for room (backpressure)."""
         if not records:
             return
         self._pending.extend(records)
         self._added.set()
-        if len(self._pending) >= self.max_records:
-            await self.flush()
+        if self.unwritten >= self.max_records:
+            await self._make_room()
         elif self._timer is None:
             self._timer = asyncio.create_task(self._flush_later(self.max_delay))
 
     async def wait_for_room(self) -> None:
-        """Before sending: wait while a full group of records is still unwritten.
+        """Before sending: wait while `max_records` records are still unwritten.
 
         Messages sent but not yet recorded are the ones a crash sends twice (at-least-once),
         so a worker whose database falls behind slows down instead of piling them up.
         """
-        if len(self._pending) >= self.max_records:
-            await self.flush()
+        if self.unwritten >= self.max_records:
+            await self._make_room()
+
+    async def _make_room(self) -> None:
+        """Wait until fewer than `max_records` records are unwritten, a flush writing them.
+
+        Every sender at the bound waits for the same flush, and each goes on as soon as a
+        stored group makes room for it, not when the flush has written everything (which,
+        with senders adding all along, may take until they all stop). If the flush fails
+        the records stay queued (retried after `retry_delay`) and the caller goes on.
+        """
+        while self.unwritten >= self.max_records:
+            flushing = self._flushing
+            if flushing is None or flushing.done():
+                flushing = self._flushing = asyncio.create_task(self.flush())
+            progress = self._progress
+            if progress is None or progress.done():
+                progress = self._progress = asyncio.get_running_loop().create_future()
+            waited: list[asyncio.Future[Any]] = [flushing, progress]
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+            if flushing.done() and (
+                flushing.cancelled() or flushing.exception() is not None or not flushing.result()
+            ):
+                return
+
+    def _made_room(self) -> None:
+        """Wake the senders waiting in `_make_room`: a group was stored or a flush ended."""
+        progress, self._progress = self._progress, None
+        if progress is not None and not progress.done():
+            progress.set_result(None)
 
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -140,6 +180,7 @@ class AttemptWriter:
                     plan = None
                     if self._pending:
                         planning, self._pending = self._pending, []
+                        self._in_hand += len(planning)
                         plan = await self._plan(self.database, planning, worker_id=self.worker_id)
                     elif writing is not None:
                         # Written, or more records to plan meanwhile: whichever comes first.
@@ -151,7 +192,9 @@ class AttemptWriter:
                         if not writing.written:
                             raise writing.error()
                         self.flushes += 1
+                        self._in_hand -= len(writing.records)
                         writing = None
+                        self._made_room()
                     if plan is not None:
                         write = functools.partial(self._write, self.database, plan)
                         writing, planning = _Writing(planning, write), []
@@ -172,6 +215,8 @@ class AttemptWriter:
                             planning = writing.records + planning
                     # Put back first in line, in the order they came.
                     self._pending = planning + self._pending
+                    self._in_hand = 0
+                    self._made_room()
                 if not failed:
                     raise
                 log.error(
