@@ -2,9 +2,11 @@
 
 A `Transport` takes an `HttpRequest` and returns an `HttpResponse` or raises
 `TransportError`, whose `retryable` flag tells the sender loop what to do (as courier's
-`errors.go`). `AiohttpTransport` is the real one: one pooled `aiohttp.ClientSession`, bodies
-read up to a cap, redirects followed by hand. `InMemoryTransport` answers from a function,
-for tests.
+`errors.go`). Two real ones share everything around a hop (`_HopTransport`: bodies read up
+to a cap, redirects followed by hand, the deadline): `HttpTransport`, the default, over
+smsrelay's own HTTP/1.1 client (`http11`), and `AiohttpTransport` over one pooled
+`aiohttp.ClientSession` (`SMSRELAY_HTTP_CLIENT`, `outbound_transport`). `InMemoryTransport`
+answers from a function, for tests.
 
 Every hop, redirects included, goes through the outbound guard (`address_guard`, SPEC §8).
 """
@@ -163,6 +165,18 @@ class _WriteHook:
             await self.before_write()
 
 
+def _timed_out(url: URL, timeout: float) -> TransportError:
+    return TransportError(
+        "timeout", f"no answer from {url.host} within {timeout:g} s", retryable=True
+    )
+
+
+def _blocked(error: BlockedAddressError) -> TransportError:
+    """The guard refused the address a name resolved to: nothing was sent."""
+    reason = blocked_reason(error.host, error.address, error.why)
+    return TransportError(reason, "nothing was sent", retryable=False)
+
+
 class _HopTransport:
     """What every real transport does around one hop (`_send_once`): the outbound guard's
     check of each target, the deadline over all hops, redirects followed by hand (credentials
@@ -172,12 +186,17 @@ class _HopTransport:
         self,
         *,
         allow_hosts: Sequence[str] = (),
+        connection_limit: int = 256,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_redirects: int = MAX_REDIRECTS,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.policy = OutboundPolicy(allow_hosts)
         self.max_response_bytes = max_response_bytes
         self.max_redirects = max_redirects
+        self._connection_limit = connection_limit
+        # Resolves names for the guard (`GuardedResolver`); None: the system's resolver.
+        self._inner_resolver = resolver
         # (scheme, host) pairs already found acceptable: a provider's URL is checked once
         # per host, not once per message (the refusal depends on nothing else).
         self._accepted_targets: set[tuple[str, str]] = set()
@@ -260,6 +279,8 @@ class _HopTransport:
         timeout: float,
         hook: _WriteHook | None,
     ) -> tuple[int, dict[str, str], bytes]:
+        """One hop within `remaining` seconds (`timeout` for messages): (status, headers,
+        body cut at `max_response_bytes`); `hook`, if not run yet, just before writing."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -294,12 +315,12 @@ class AiohttpTransport(_HopTransport):
     ) -> None:
         super().__init__(
             allow_hosts=allow_hosts,
+            connection_limit=connection_limit,
             max_response_bytes=max_response_bytes,
             max_redirects=max_redirects,
+            resolver=resolver,
         )
-        self._connection_limit = connection_limit
         self._connection_limit_per_host = connection_limit_per_host
-        self._inner_resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._hooked_session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
@@ -374,17 +395,10 @@ class AiohttpTransport(_HopTransport):
                 data = await _read_capped(resp, self.max_response_bytes)
                 return resp.status, _response_headers(resp), data
         except TimeoutError as exc:
-            raise TransportError(
-                "timeout", f"no answer from {url.host} within {timeout:g} s", retryable=True
-            ) from exc
+            raise _timed_out(url, timeout) from exc
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddressError):
-                blocked = exc.os_error
-                raise TransportError(
-                    blocked_reason(blocked.host, blocked.address, blocked.why),
-                    "nothing was sent",
-                    retryable=False,
-                ) from exc
+                raise _blocked(exc.os_error) from exc
             if isinstance(exc, aiohttp.ClientSSLError):
                 raise TransportError("tls_error", str(exc), retryable=False) from exc
             raise TransportError("connection_error", str(exc), retryable=True) from exc
@@ -409,23 +423,7 @@ class HttpTransport(_HopTransport):
     the guard: the default (`SMSRELAY_HTTP_CLIENT=builtin`), at ~1/6 of aiohttp's CPU per
     request. The same contract as `AiohttpTransport`, checked by the same tests."""
 
-    def __init__(
-        self,
-        *,
-        allow_hosts: Sequence[str] = (),
-        connection_limit: int = 256,
-        max_response_bytes: int = MAX_RESPONSE_BYTES,
-        max_redirects: int = MAX_REDIRECTS,
-        resolver: AbstractResolver | None = None,
-    ) -> None:
-        super().__init__(
-            allow_hosts=allow_hosts,
-            max_response_bytes=max_response_bytes,
-            max_redirects=max_redirects,
-        )
-        self._connection_limit = connection_limit
-        self._inner_resolver = resolver
-        self._pool: ConnectionPool | None = None
+    _pool: ConnectionPool | None = None
 
     def _connections(self) -> ConnectionPool:
         # Created on first use, inside the running loop (its semaphore belongs to it).
@@ -462,13 +460,9 @@ class HttpTransport(_HopTransport):
                     before_write=None if hook is None else hook.run,
                 )
         except TimeoutError as exc:
-            raise TransportError(
-                "timeout", f"no answer from {url.host} within {timeout:g} s", retryable=True
-            ) from exc
+            raise _timed_out(url, timeout) from exc
         except BlockedAddressError as exc:
-            raise TransportError(
-                blocked_reason(exc.host, exc.address, exc.why), "nothing was sent", retryable=False
-            ) from exc
+            raise _blocked(exc) from exc
         except ssl.SSLError as exc:
             raise TransportError("tls_error", str(exc), retryable=False) from exc
         except HttpProtocolError as exc:
