@@ -16,6 +16,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -178,6 +179,12 @@ async def echo_path(peer: Peer, request: Received) -> bool:
 
 async def eventually(event: asyncio.Event) -> None:
     await asyncio.wait_for(event.wait(), PATIENCE)
+
+
+async def eventually_true(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(PATIENCE):
+        while not condition():
+            await asyncio.sleep(0.001)
 
 
 # ---------------------------------------------------------------- the client side
@@ -813,3 +820,54 @@ async def test_host_name_is_resolved_by_the_resolver_and_sent_as_host() -> None:
     assert server.requests[0].headers["host"] == f"sms.provider.test:{server.port}"
     # Another origin (name or literal) gets a connection of its own.
     assert [r.connection for r in server.requests] == [0, 0, 1]
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+async def hold_forever(peer: Peer, request: Received) -> bool:
+    await peer.until_client_closes()
+    return False
+
+
+async def within(pool: ConnectionPool, url: URL, seconds: float, **options: Any) -> RawResponse:
+    deadline = asyncio.get_running_loop().time() + seconds
+    head = request_head("GET", url, ())
+    async with asyncio.timeout(PATIENCE):
+        return await pool.request("GET", url, head, None, cap=CAP, deadline=deadline, **options)
+
+
+async def test_an_answer_past_the_deadline_times_out_and_its_connection_closes() -> None:
+    async with raw_server(hold_forever) as server, open_pool(limit=1) as pool:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await within(pool, server.url("/slow"), 0.05)
+        assert time.monotonic() - started < 0.5
+        await eventually(server.peers[0].client_closed)
+    async with raw_server(echo_path) as server, open_pool(limit=1) as pool:
+        # The slot is given back and the deadline is no longer there once answered.
+        answer = await within(pool, server.url("/fast"), 0.05)
+        await asyncio.sleep(0.1)
+        assert answer.status == 200
+
+
+async def test_the_deadline_covers_waiting_for_a_slot_and_before_write() -> None:
+    async with raw_server(hold_forever) as server, open_pool(limit=1) as pool:
+        first = asyncio.create_task(within(pool, server.url("/held"), 5))
+        await eventually_true(lambda: len(server.requests) == 1)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await within(pool, server.url("/queued"), 0.05)
+        assert time.monotonic() - started < 0.5  # not the test's own limit
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+
+    async def slow_pacing() -> None:
+        await asyncio.sleep(5)
+
+    async with raw_server(echo_path) as server, open_pool() as pool:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await within(pool, server.url("/paced"), 0.05, before_write=slow_pacing)
+        assert time.monotonic() - started < 0.5
+        assert server.requests == []

@@ -37,6 +37,9 @@ MAX_HEAD_BYTES = 64 * 1024
 # How long an idle connection is kept for the next request (aiohttp's default too).
 KEEPALIVE_SECONDS = 15.0
 _NO_BODY_STATUSES = frozenset({204, 304})
+# The headers that say how an answer is framed and whether its connection may be reused.
+_FRAMING = frozenset({"connection", "content-encoding", "content-length", "transfer-encoding"})
+_FRAMING_LENGTHS = frozenset(len(name) for name in _FRAMING)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -121,6 +124,7 @@ class ResponseParser:
         "_cap",
         "_chunk_left",
         "_chunks",
+        "_coding",
         "_head_request",
         "_length",
         "_received",
@@ -144,6 +148,7 @@ class ResponseParser:
         self._chunk_left = -1
         self._chunks: list[bytes] = []
         self._received = 0
+        self._coding = ""
         self.status = 0
         self.headers: dict[str, str] = {}
         self.body = b""
@@ -221,7 +226,9 @@ class ResponseParser:
             raise HttpProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
         status = int(code)
         headers: dict[str, str] = {}
-        lowered: dict[str, str] = {}
+        # The few headers that frame the answer, by lower-case name (others are not looked
+        # at here: a name's length rules most of them out before it is lowered).
+        framing: dict[str, str] = {}
         last = ""
         for line in lines[1:]:
             if line[:1] in (" ", "\t"):
@@ -230,20 +237,24 @@ class ResponseParser:
                 headers[last] += " " + line.strip()
                 continue
             name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
+            if not colon or not name or name[-1] in " \t":
                 raise HttpProtocolError(f"malformed header line: {line[:80]!r}")
             value = value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-            key = name.lower()
-            lowered[key] = f"{lowered[key]}, {value}" if key in lowered else value
+            if name in headers:
+                headers[name] = f"{headers[name]}, {value}"
+            else:
+                headers[name] = value
+            if len(name) in _FRAMING_LENGTHS and (key := name.lower()) in _FRAMING:
+                framing[key] = f"{framing[key]}, {value}" if key in framing else value
             last = name
         if 100 <= status < 200:
             if status == 101:
                 raise HttpProtocolError("the server switched protocols (101), which is not HTTP")
             return  # an interim answer: the real one follows
         self.status, self.headers = status, headers
-        connection = lowered.get("connection")
-        tokens = {t.strip() for t in connection.lower().split(",")} if connection else set()
+        self._coding = framing.get("content-encoding", "").strip().lower()
+        connection = framing.get("connection")
+        tokens = {t.strip() for t in connection.lower().split(",")} if connection else ()
         if version == "HTTP/1.1":
             self.keep_alive = "close" not in tokens
         else:
@@ -251,22 +262,25 @@ class ResponseParser:
         if self._head_request or status in _NO_BODY_STATUSES:
             self._state = "done"
             return
-        coding = lowered.get("transfer-encoding")
+        coding = framing.get("transfer-encoding")
         if coding is not None:
             if coding.lower().rsplit(",", 1)[-1].strip() == "chunked":
                 self._state = "chunked"
             else:
                 self._state, self.keep_alive = "eof", False
             return
-        length = lowered.get("content-length")
+        length = framing.get("content-length")
         if length is None:
             self._state, self.keep_alive = "eof", False
             return
-        values = {part.strip() for part in length.split(",")}
-        value = values.pop() if len(values) == 1 else ""
-        if not (value.isascii() and value.isdigit()):
-            raise HttpProtocolError(f"invalid Content-Length: {length[:40]!r}")
-        self._length = int(value)
+        if length.isascii() and length.isdigit():
+            self._length = int(length)
+        else:
+            values = {part.strip() for part in length.split(",")}
+            value = values.pop() if len(values) == 1 else ""
+            if not (value.isascii() and value.isdigit()):
+                raise HttpProtocolError(f"invalid Content-Length: {length[:40]!r}")
+            self._length = int(value)
         self._state = "length" if self._length else "done"
 
     def _take(self, piece: bytes) -> None:
@@ -330,13 +344,8 @@ class ResponseParser:
         return True
 
     def _decoded(self, body: bytes) -> bytes:
-        if not body:
-            return body
-        coding = ""
-        for name, value in self.headers.items():
-            if len(name) == 16 and name.lower() == "content-encoding":
-                coding = value.strip().lower()
-        if coding not in ("gzip", "x-gzip", "deflate"):
+        coding = self._coding
+        if not body or coding not in ("gzip", "x-gzip", "deflate"):
             return body
         if coding == "deflate":
             # RFC 9110's deflate is zlib-wrapped; some servers send it raw.
@@ -437,6 +446,11 @@ class _Connection(asyncio.Protocol):
 Origin = tuple[str, str, int]
 
 
+def _time_out(answer: asyncio.Future[ResponseParser]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
+
+
 class ConnectionPool:
     """Keep-alive HTTP/1.1 connections per origin; at most `limit` requests at a time.
 
@@ -472,34 +486,54 @@ class ConnectionPool:
         body: bytes | None,
         *,
         cap: int,
+        deadline: float | None = None,
         before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> RawResponse:
         """One exchange: `head` from `request_head`, `body` as is; the answer, body cut at
-        `cap`. Raises OSError (connecting, TLS, resolving: `BlockedAddressError` among them)
-        or HttpProtocolError (the answer)."""
+        `cap`. Raises TimeoutError past `deadline` (the loop's clock; None: none), OSError (connecting,
+        TLS, resolving: `BlockedAddressError` among them) or HttpProtocolError (the answer).
+
+        Waits that seldom happen (for a slot, a new connection, `before_write`) are timed
+        with `asyncio.timeout_at`; the answer, awaited every time, by one timer handle that
+        fails it (cheaper: no task cancellation to set up and undo).
+        """
         if self._closed:
             raise RuntimeError("the connection pool is closed")
         slots = self._slots
         if slots is not None:
-            await slots.acquire()
+            if slots.locked():
+                async with asyncio.timeout_at(deadline):
+                    await slots.acquire()
+            else:
+                await slots.acquire()
         try:
             if self._closed:
                 raise RuntimeError("the connection pool is closed")
             origin = (url.scheme, url.raw_host or "", url.port or 0)
             connection = self._idle_connection(origin)
             if connection is None:
-                connection = await self._open(origin)
+                async with asyncio.timeout_at(deadline):
+                    connection = await self._open(origin)
             self._busy.add(connection)
             try:
                 if before_write is not None:
-                    await before_write()
-                    if connection.closed:
-                        # Closed by the server while the caller waited: a fresh one instead.
-                        self._busy.discard(connection)
-                        connection = self._idle_connection(origin) or await self._open(origin)
-                        self._busy.add(connection)
+                    async with asyncio.timeout_at(deadline):
+                        await before_write()
+                        if connection.closed:
+                            # Closed by the server meanwhile: a fresh one instead.
+                            self._busy.discard(connection)
+                            connection = self._idle_connection(origin) or await self._open(origin)
+                            self._busy.add(connection)
                 parser = ResponseParser(head_request=method == "HEAD", cap=cap)
-                done = await connection.exchange(request_bytes(method, head, body), parser)
+                answer = connection.exchange(request_bytes(method, head, body), parser)
+                if deadline is None:
+                    done = await answer
+                else:
+                    timer = asyncio.get_running_loop().call_at(deadline, _time_out, answer)
+                    try:
+                        done = await answer
+                    finally:
+                        timer.cancel()
             except BaseException:
                 connection.close()
                 raise

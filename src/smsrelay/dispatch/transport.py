@@ -450,15 +450,15 @@ class HttpTransport(_HopTransport):
         except ValueError as exc:
             raise TransportError("invalid_request", str(exc), retryable=False) from exc
         try:
-            async with asyncio.timeout(remaining):
-                answer = await self._connections().request(
-                    method,
-                    url,
-                    head,
-                    body,
-                    cap=self.max_response_bytes,
-                    before_write=None if hook is None else hook.run,
-                )
+            answer = await self._connections().request(
+                method,
+                url,
+                head,
+                body,
+                cap=self.max_response_bytes,
+                deadline=asyncio.get_running_loop().time() + remaining,
+                before_write=None if hook is None else hook.run,
+            )
         except TimeoutError as exc:
             raise _timed_out(url, timeout) from exc
         except BlockedAddressError as exc:
