@@ -490,8 +490,9 @@ class ConnectionPool:
         before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> RawResponse:
         """One exchange: `head` from `request_head`, `body` as is; the answer, body cut at
-        `cap`. Raises TimeoutError past `deadline` (the loop's clock; None: none), OSError (connecting,
-        TLS, resolving: `BlockedAddressError` among them) or HttpProtocolError (the answer).
+        `cap`. Raises TimeoutError past `deadline` (the loop's clock; None: none), OSError
+        (connecting, TLS, resolving: `BlockedAddressError` among them) or HttpProtocolError
+        (the answer).
 
         Waits that seldom happen (for a slot, a new connection, `before_write`) are timed
         with `asyncio.timeout_at`; the answer, awaited every time, by one timer handle that
