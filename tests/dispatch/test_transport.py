@@ -491,3 +491,35 @@ def test_the_http_client_setting_picks_the_transport_and_refuses_others() -> Non
         load_settings({"SMSRELAY_HTTP_CLIENT": "curl"})
     with pytest.raises(ValueError, match="SMSRELAY_HTTP_CLIENT"):
         outbound_transport("curl")
+
+
+def test_the_transports_work_on_uvloop(transport_class: Transports, tmp_path: Path) -> None:
+    """`smsrelay serve` runs on uvloop where it is installed (uvicorn's default), whose
+    transports are not subclasses of asyncio's."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def exchanges() -> tuple[list[int], str, int]:
+        async with local_server() as server, transport_class(allow_hosts=LOCAL) as transport:
+            statuses = [
+                (await transport.send(post(f"{server.url}/send"), timeout=5)).status
+                for _ in range(3)
+            ]
+            async with tls_server(tmp_path) as (port, cert, accepted):
+                with pytest.raises(TransportError) as caught:
+                    await transport.send(post(f"https://localhost:{port}/send"), timeout=5)
+                trusted = ssl.create_default_context(cafile=str(cert))
+                pool = ConnectionPool(GuardedResolver(OutboundPolicy(LOCAL)), ssl_context=trusted)
+                url = URL(f"https://localhost:{port}/send")
+                try:
+                    for _ in range(2):
+                        head = request_head("POST", url, ())
+                        assert (await pool.request("POST", url, head, b"{}", cap=100)).status == 200
+                finally:
+                    await pool.close()
+            return statuses, caught.value.reason, len(accepted)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        statuses, refused, connections = runner.run(exchanges())
+    assert statuses == [200, 200, 200]
+    assert refused == "tls_error"
+    assert connections == 1  # one kept for both requests (the refused handshake never got in)

@@ -27,7 +27,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp.abc import AbstractResolver
 from yarl import URL
@@ -379,8 +379,9 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport, though not always a subclass of asyncio's (uvloop's are not,
+        # and `smsrelay serve` runs on uvloop where it is installed).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         parser, waiter = self._parser, self._waiter
@@ -611,9 +612,7 @@ class ConnectionPool:
             except OSError as exc:
                 last_error = exc
                 continue
-            sock = connection.transport.get_extra_info("socket") if connection.transport else None
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # TCP_NODELAY is already set: asyncio and uvloop both set it on TCP transports.
             return connection
         assert last_error is not None
         raise OSError(
