@@ -22,12 +22,11 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from smsrelay.connectors.exchange import HttpRequest
+from smsrelay.connectors.exchange import HttpRequest, HttpResponse
 from smsrelay.dispatch.http11 import (
     KEEPALIVE_SECONDS,
     ConnectionPool,
     HttpProtocolError,
-    RawResponse,
     ServerDisconnected,
     request_head,
 )
@@ -251,7 +250,7 @@ async def fetch(
     headers: Sequence[tuple[str, str]] = (),
     cap: int = CAP,
     before_write: Callable[[], Awaitable[None]] | None = None,
-) -> RawResponse:
+) -> HttpResponse:
     head = request_head(method, url, headers)
     # A request that never ends fails the test rather than hanging it.
     async with asyncio.timeout(PATIENCE):
@@ -830,7 +829,7 @@ async def hold_forever(peer: Peer, request: Received) -> bool:
     return False
 
 
-async def within(pool: ConnectionPool, url: URL, seconds: float, **options: Any) -> RawResponse:
+async def within(pool: ConnectionPool, url: URL, seconds: float, **options: Any) -> HttpResponse:
     deadline = asyncio.get_running_loop().time() + seconds
     head = request_head("GET", url, ())
     async with asyncio.timeout(PATIENCE):

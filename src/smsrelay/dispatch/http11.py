@@ -26,11 +26,12 @@ import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp.abc import AbstractResolver
 from yarl import URL
+
+from smsrelay.connectors.exchange import HttpResponse
 
 # Longest response head accepted (status line and headers).
 MAX_HEAD_BYTES = 64 * 1024
@@ -40,7 +41,6 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 # The headers that say how an answer is framed and whether its connection may be reused.
 _FRAMING = frozenset({"connection", "content-encoding", "content-length", "transfer-encoding"})
 _FRAMING_LENGTHS = frozenset(len(name) for name in _FRAMING)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class HttpProtocolError(Exception):
@@ -50,15 +50,6 @@ class HttpProtocolError(Exception):
 
 class ServerDisconnected(HttpProtocolError):
     """The connection closed before a complete answer arrived."""
-
-
-@dataclass(frozen=True, slots=True)
-class RawResponse:
-    """An answer as received: repeated header names joined with ", ", body decoded."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 # ---------------------------------------------------------------- the request
@@ -84,13 +75,8 @@ def request_head(method: str, url: URL, headers: Sequence[tuple[str, str]]) -> b
         lines.append(f"{name}: {value}")
     extra = []
     if "host" not in names:
-        host = url.raw_host or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = url.port
-        if port is not None and port != _DEFAULT_PORTS.get(url.scheme):
-            host = f"{host}:{port}"
-        extra.append(f"Host: {host}")
+        # yarl's host[:port], the port left out where it is the scheme's, IPv6 bracketed.
+        extra.append(f"Host: {url.host_port_subcomponent or ''}")
     if "accept" not in names:
         extra.append("Accept: */*")
     if "accept-encoding" not in names:
@@ -154,10 +140,6 @@ class ResponseParser:
         self.body = b""
         self.keep_alive = False
         self.truncated = False
-
-    @property
-    def done(self) -> bool:
-        return self._state == "done"
 
     def feed(self, data: bytes) -> bool:
         """Take the next bytes of the answer; True once the answer is complete."""
@@ -489,7 +471,7 @@ class ConnectionPool:
         cap: int,
         deadline: float | None = None,
         before_write: Callable[[], Awaitable[None]] | None = None,
-    ) -> RawResponse:
+    ) -> HttpResponse:
         """One exchange: `head` from `request_head`, `body` as is; the answer, body cut at
         `cap`. Raises TimeoutError past `deadline` (the loop's clock; None: none), OSError
         (connecting, TLS, resolving: `BlockedAddressError` among them) or HttpProtocolError
@@ -545,7 +527,7 @@ class ConnectionPool:
                 self._put_back(origin, connection)
             else:
                 connection.close()
-            return RawResponse(done.status, done.headers, done.body)
+            return HttpResponse(done.status, done.headers, done.body)
         finally:
             if slots is not None:
                 slots.release()
@@ -588,7 +570,6 @@ class ConnectionPool:
 
     async def _open(self, origin: Origin) -> _Connection:
         scheme, host, port = origin
-        port = port or _DEFAULT_PORTS[scheme]
         tls: ssl.SSLContext | None = None
         if scheme == "https":
             tls = self._ssl_context

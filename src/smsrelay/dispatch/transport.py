@@ -18,7 +18,7 @@ import functools
 import inspect
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Protocol, Self
@@ -108,6 +108,13 @@ def _response_headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
     return headers
 
 
+def _with_user_agent(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The headers, with our User-Agent unless the connector sets one."""
+    if any(name.lower() == "user-agent" for name, _ in headers):
+        return headers
+    return (*headers, ("User-Agent", USER_AGENT))
+
+
 @functools.lru_cache(maxsize=1024)
 def _outgoing_headers(
     headers: tuple[tuple[str, str], ...],
@@ -115,8 +122,7 @@ def _outgoing_headers(
     """The headers as sent (our User-Agent unless the connector sets one) and the automatic
     headers aiohttp must not add; a connector's requests all carry the same headers."""
     names = {k.lower() for k, _ in headers}
-    if "user-agent" not in names:
-        headers = (*headers, ("User-Agent", USER_AGENT))
+    headers = _with_user_agent(headers)
     # None rather than an empty list: aiohttp copies the headers to honour any list at all.
     skip = None if "content-type" in names else ("Content-Type",)
     # Read-only: the same object goes with every request of the connector.
@@ -222,9 +228,6 @@ class _HopTransport:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TransportError("timeout", f"no answer within {timeout:g} s", retryable=True)
-            if hook is not None and body is None:
-                # Without a body aiohttp writes the request inside the call: run it here.
-                await hook.run()
             pending = hook if hook is not None and not hook.done else None
             status, resp_headers, resp_body = await self._send_once(
                 method, url, headers, body, timeout if hop == 0 else remaining, timeout, pending
@@ -278,7 +281,7 @@ class _HopTransport:
         remaining: float,
         timeout: float,
         hook: _WriteHook | None,
-    ) -> tuple[int, dict[str, str], bytes]:
+    ) -> tuple[int, Mapping[str, str], bytes]:
         """One hop within `remaining` seconds (`timeout` for messages): (status, headers,
         body cut at `max_response_bytes`); `hook`, if not run yet, just before writing."""
         raise NotImplementedError
@@ -374,8 +377,12 @@ class AiohttpTransport(_HopTransport):
         remaining: float,
         timeout: float,
         hook: _WriteHook | None,
-    ) -> tuple[int, dict[str, str], bytes]:
+    ) -> tuple[int, Mapping[str, str], bytes]:
         """One hop; a `hook` not yet run goes through the hooked session."""
+        if hook is not None and body is None:
+            # Without a body aiohttp writes the request inside the call: run it here.
+            await hook.run()
+            hook = None
         sent_headers, skip = _outgoing_headers(headers)
         try:
             async with self._client(hooked=hook is not None).request(
@@ -443,7 +450,7 @@ class HttpTransport(_HopTransport):
         remaining: float,
         timeout: float,
         hook: _WriteHook | None,
-    ) -> tuple[int, dict[str, str], bytes]:
+    ) -> tuple[int, Mapping[str, str], bytes]:
         """One hop within `remaining` seconds."""
         try:
             head = _request_head(method, url, headers)
@@ -483,11 +490,9 @@ class HttpTransport(_HopTransport):
 
 @functools.lru_cache(maxsize=1024)
 def _request_head(method: str, url: URL, headers: tuple[tuple[str, str], ...]) -> bytes:
-    """The request's head as sent (our User-Agent unless the connector sets one); a
-    connector's requests all go to the same URL with the same headers."""
-    if not any(name.lower() == "user-agent" for name, _ in headers):
-        headers = (*headers, ("User-Agent", USER_AGENT))
-    return request_head(method, url, headers)
+    """The request's head as sent (`_with_user_agent`); a connector's requests all go to
+    the same URL with the same headers."""
+    return request_head(method, url, _with_user_agent(headers))
 
 
 def outbound_transport(
