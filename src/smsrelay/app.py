@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy import text
 
 from smsrelay import __version__
@@ -30,12 +30,15 @@ from smsrelay.dashboard import create_dashboard_app
 from smsrelay.dispatch.background import BackgroundWork, background_work
 from smsrelay.dispatch.transport import Transport, outbound_transport
 from smsrelay.gc_tuning import tune_garbage_collector
+from smsrelay.metrics import CONTENT_TYPE, OutboxDepth, render
 from smsrelay.runtime import Runtime
 from smsrelay.sandbox import Sandbox, SandboxSettings, create_sandbox_app
 from smsrelay.settings import Settings
 from smsrelay.setup import ensure_sandbox_connector
 from smsrelay.store.database import open_database
+from smsrelay.store.outbox import waiting_messages
 from smsrelay.store.secret_box import load_secret_box
+from smsrelay.store.timestamps import utc_now
 
 log = logging.getLogger("smsrelay")
 
@@ -130,6 +133,33 @@ def create_app(
         except Exception:  # the database is down; say so without a traceback
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics: this process's counters and the outbox read from the database.
+
+        Like `/healthz`, it takes no API key: it shows connector names and counts, never
+        message content, recipients or secrets. Keep it to the network Prometheus scrapes.
+        """
+        runtime: Runtime = app.state.runtime
+        try:
+            waiting = await waiting_messages(runtime.database)
+        except Exception:  # the database is down: this process's own metrics still help
+            log.warning("metrics: the outbox could not be read", exc_info=True)
+            return Response(render(), media_type=CONTENT_TYPE)
+        now = utc_now()
+        depths = [
+            OutboxDepth(
+                connector=w.connector,
+                status=w.status,
+                messages=w.messages,
+                overdue_seconds=(
+                    max(0.0, (now - w.earliest_due).total_seconds()) if w.earliest_due else 0.0
+                ),
+            )
+            for w in waiting
+        ]
+        return Response(render(depths), media_type=CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -332,12 +332,22 @@ def worker() -> None:
     from smsrelay.dispatch.background import background_work
     from smsrelay.dispatch.transport import outbound_transport
     from smsrelay.gc_tuning import tune_garbage_collector
+    from smsrelay.metrics import serve_metrics
     from smsrelay.store.database import open_database
     from smsrelay.store.secret_box import load_secret_box
 
     settings = _settings()
     _configure_logging(settings.log_level)
     register_platform_formats()  # webhooks in MoEngage and CleverTap formats
+    if settings.metrics_port:
+        address = f"{settings.host}:{settings.metrics_port}"
+        try:
+            serve_metrics(settings.host, settings.metrics_port)
+        except OSError as exc:
+            raise _fail(
+                f"SMSRELAY_METRICS_PORT: cannot serve metrics on {address}: {exc.strerror or exc}"
+            ) from None
+        typer.echo(f"metrics on http://{address}/metrics")
 
     async def run() -> None:
         db = open_database(settings.database_url)

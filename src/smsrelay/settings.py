@@ -42,6 +42,9 @@ class Settings:
     allow_hosts: tuple[str, ...] = ()
     # The outbound HTTP client: `builtin` (dispatch/http11.py, the default) or `aiohttp`.
     http_client: str = "builtin"
+    # `smsrelay worker` only: serve its Prometheus metrics on host:metrics_port (0: off).
+    # `serve` has them at /metrics on its own port.
+    metrics_port: int = 0
     dlr_max_bytes: int = 256 * 1024
     # How many messages a worker claims at once, and how long it holds them.
     claim_batch: int = 500
@@ -148,5 +151,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise ValueError(
             f"SMSRELAY_HTTP_CLIENT: unknown HTTP client {settings.http_client!r}; "
             f"expected one of {', '.join(HTTP_CLIENTS)}"
+        )
+    if not 0 <= settings.metrics_port <= 65535:
+        raise ValueError(
+            f"SMSRELAY_METRICS_PORT: expected a port from 1 to 65535, or 0 for none; "
+            f"got {settings.metrics_port}"
         )
     return settings

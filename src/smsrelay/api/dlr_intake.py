@@ -35,6 +35,7 @@ from smsrelay.connectors.definition import ConnectorDefinition, VerifyHeader, Ve
 from smsrelay.connectors.exchange import InboundCallback
 from smsrelay.connectors.redaction import MASK
 from smsrelay.http_common import Problem
+from smsrelay.metrics import DELIVERY_REPORTS
 from smsrelay.runtime import Runtime
 from smsrelay.store.connectors import StoredConnector, get_connector_by_dlr_token
 from smsrelay.store.delivery_reports import CallbackNotStored, CallbackWriter, NewCallback
@@ -295,6 +296,7 @@ async def take_callback(runtime: Runtime, token: str, scope: Scope, receive: Rec
             f"the delivery report could not be stored ({exc}); send it again",
             headers={"Retry-After": "1"},
         ) from exc
+    DELIVERY_REPORTS.inc()
 
 
 def dlr_token(scope: Scope) -> str | None:

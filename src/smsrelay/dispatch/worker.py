@@ -55,10 +55,12 @@ from smsrelay.dispatch.lease_keeper import ConnectorLeaseKeeper, connector_lease
 from smsrelay.dispatch.oauth_tokens import CredentialsError, OAuthTokenCache
 from smsrelay.dispatch.rate_limit import Clock, ConnectorLimiter, Sleep
 from smsrelay.dispatch.transport import Transport, TransportError
+from smsrelay.metrics import ConnectorMeter, error_reason, status_class
 from smsrelay.settings import Settings
 from smsrelay.store.connectors import get_connector_by_id
 from smsrelay.store.database import Database
 from smsrelay.store.messages import (
+    AttemptRecord,
     ClaimedMessage,
     claim_due_messages,
     due_connector_ids,
@@ -91,6 +93,8 @@ class ActiveConnector:
     lease_margin: timedelta
     # The render environment without an access token, the same for every request.
     plain_environment: RenderEnvironment
+    # Its Prometheus metrics (requests, their time, attempt outcomes).
+    meter: ConnectorMeter
 
     @property
     def token_key(self) -> tuple[int, int]:
@@ -355,6 +359,11 @@ class Dispatcher:
             plain_environment=RenderEnvironment(
                 secrets=definition.secrets, callback_url=callback_url
             ),
+            meter=(
+                cached.meter
+                if cached is not None and cached.meter.connector == definition.name
+                else ConnectorMeter(definition.name)
+            ),
         )
         self._connectors[connector_id] = active
         return active
@@ -426,13 +435,14 @@ class Dispatcher:
         # when this process first saw the connector's credentials fail.
         since = self._credentials_failing_since.setdefault(connector.id, at)
         retry = connector.definition.retry
-        await self.writer.add(
+        await self._record(
+            connector,
             [
                 record_credentials_failing(
                     m, why, retry=retry, held_since=since, at=at, detail=detail
                 )
                 for m in messages
-            ]
+            ],
         )
 
     async def _render_and_send(
@@ -451,8 +461,9 @@ class Dispatcher:
         if rendered.failures:
             failed = {message_id: error for message_id, error in rendered.failures}
             at = self._clock()
-            await self.writer.add(
-                [record_render_failure(m, failed[m.id], at) for m in group if m.id in failed]
+            await self._record(
+                connector,
+                [record_render_failure(m, failed[m.id], at) for m in group if m.id in failed],
             )
             messages = [m for m in group if m.id not in failed]
         if rendered.request is None:
@@ -489,7 +500,8 @@ class Dispatcher:
                 connector, messages, "the provider answered 401 Unauthorized", detail
             )
             return
-        await self.writer.add(
+        await self._record(
+            connector,
             records_for_exchange(
                 messages,
                 response,
@@ -499,8 +511,13 @@ class Dispatcher:
                 rng=self._rng,
                 detail=detail,
                 access_token=token,
-            )
+            ),
         )
+
+    async def _record(self, connector: ActiveConnector, records: Sequence[AttemptRecord]) -> None:
+        """Count the attempts' outcomes and hand them to the group-committed writer."""
+        connector.meter.attempts(record.outcome for record in records)
+        await self.writer.add(records)
 
     def _lease_running_out(
         self, connector: ActiveConnector, messages: Sequence[ClaimedMessage]
@@ -539,8 +556,12 @@ class Dispatcher:
                     before_write=paced,
                 )
             except TransportError as exc:
-                return None, exc, (time.perf_counter() - started) * 1000
-            return response, None, (time.perf_counter() - started) * 1000
+                elapsed = time.perf_counter() - started
+                connector.meter.request(elapsed, error_reason(exc.reason))
+                return None, exc, elapsed * 1000
+            elapsed = time.perf_counter() - started
+            connector.meter.request(elapsed, status_class(response.status))
+            return response, None, elapsed * 1000
 
 
 __all__ = ["ActiveConnector", "Dispatcher", "claim_limit", "group_for_requests"]

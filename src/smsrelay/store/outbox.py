@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     bindparam,
     exists,
+    func,
     insert,
     literal_column,
     select,
@@ -159,6 +160,52 @@ async def due_connector_ids(db: Database, now: datetime) -> list[int]:
     async with db.connect() as conn:
         rows = await conn.execute(select(connectors.c.id).where(has_due).order_by(connectors.c.id))
         return [int(connector_id) for connector_id in rows.scalars()]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingMessages:
+    """How many of a connector's messages wait in one status, and the earliest due."""
+
+    connector: str
+    status: str
+    messages: int
+    earliest_due: datetime | None
+
+
+async def waiting_messages(db: Database) -> list[WaitingMessages]:
+    """Messages still to send (queued, sending, dispatch_error) per connector and status.
+
+    Read through the outbox's partial index, so it costs what the outbox holds, not what
+    the history holds. `earliest_due` is None for messages held without a due time
+    (a paused campaign's).
+    """
+    counted = (
+        select(
+            messages.c.connector_id,
+            messages.c.status,
+            func.count().label("messages"),
+            func.min(messages.c.next_attempt_at).label("earliest_due"),
+        )
+        .where(DISPATCHABLE)
+        .group_by(messages.c.connector_id, messages.c.status)
+        .subquery("counted")
+    )
+    query = (
+        select(connectors.c.name, counted.c.status, counted.c.messages, counted.c.earliest_due)
+        .join_from(counted, connectors, connectors.c.id == counted.c.connector_id)
+        .order_by(connectors.c.name, counted.c.status)
+    )
+    async with db.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        WaitingMessages(
+            connector=row.name,
+            status=row.status,
+            messages=int(row.messages),
+            earliest_due=row.earliest_due,
+        )
+        for row in rows
+    ]
 
 
 def _due_selection(dialect: str) -> Any:

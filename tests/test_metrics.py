@@ -1,0 +1,54 @@
+"""The metrics module's pure parts: labels and the outbox gauges (the endpoint: tests/api)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from smsrelay.metrics import OutboxDepth, error_reason, render, status_class
+from smsrelay.settings import load_settings
+
+
+def test_labels_stay_few_whatever_the_detail() -> None:
+    assert [status_class(s) for s in (200, 202, 404, 503)] == ["2xx", "2xx", "4xx", "5xx"]
+    assert error_reason("timeout") == "timeout"
+    assert error_reason("blocked_address: 10.0.0.7 is private") == "blocked_address"
+    assert error_reason("") == "error"
+
+
+def test_the_outbox_gauges_count_every_waiting_status_and_time_only_the_queued() -> None:
+    depths = [
+        OutboxDepth("alpha", "queued", 7, overdue_seconds=12.5),
+        OutboxDepth("alpha", "sending", 3, overdue_seconds=900.0),  # a lease, not lateness
+        OutboxDepth("beta", "dispatch_error", 2, overdue_seconds=40.0),
+        OutboxDepth("beta", "queued", 1, overdue_seconds=0.0),
+    ]
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(render(depths).decode())
+        for sample in family.samples
+        if sample.name.startswith("smsrelay_outbox")
+    }
+    assert samples == {
+        ("smsrelay_outbox_messages", (("connector", "alpha"), ("status", "queued"))): 7,
+        ("smsrelay_outbox_messages", (("connector", "alpha"), ("status", "sending"))): 3,
+        ("smsrelay_outbox_messages", (("connector", "beta"), ("status", "dispatch_error"))): 2,
+        ("smsrelay_outbox_messages", (("connector", "beta"), ("status", "queued"))): 1,
+        ("smsrelay_outbox_overdue_seconds", (("connector", "alpha"),)): 12.5,
+        ("smsrelay_outbox_overdue_seconds", (("connector", "beta"),)): 0,
+    }
+
+
+def test_without_the_database_the_process_metrics_are_still_rendered() -> None:
+    text = render().decode()
+    assert "# HELP smsrelay_provider_requests_total" in text
+    assert "smsrelay_outbox_messages" not in text
+
+
+def test_the_metrics_port_setting_is_off_by_default_and_checked() -> None:
+    assert load_settings({}).metrics_port == 0
+    assert load_settings({"SMSRELAY_METRICS_PORT": "9464"}).metrics_port == 9464
+    with pytest.raises(ValueError, match=r"SMSRELAY_METRICS_PORT: expected a port .* got 70000"):
+        load_settings({"SMSRELAY_METRICS_PORT": "70000"})
+    with pytest.raises(ValueError, match="SMSRELAY_METRICS_PORT: expected a whole number"):
+        load_settings({"SMSRELAY_METRICS_PORT": "ninety"})
