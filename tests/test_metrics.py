@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from smsrelay.metrics import OutboxDepth, error_reason, render, status_class
+from smsrelay.metrics import OutboxDepth, connector_meter, error_reason, render, status_class
 from smsrelay.settings import load_settings
 
 
@@ -52,3 +52,42 @@ def test_the_metrics_port_setting_is_off_by_default_and_checked() -> None:
         load_settings({"SMSRELAY_METRICS_PORT": "70000"})
     with pytest.raises(ValueError, match="SMSRELAY_METRICS_PORT: expected a whole number"):
         load_settings({"SMSRELAY_METRICS_PORT": "ninety"})
+
+
+def test_a_connectors_requests_make_a_cumulative_histogram_and_counters() -> None:
+    meter = connector_meter("histogram-test")
+    for seconds, result in ((0.003, "2xx"), (0.005, "2xx"), (0.2, "5xx"), (40.0, "timeout")):
+        meter.request(seconds, result)
+    meter.attempts(["sent", "sent", "retry", "retry"])
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(render().decode())
+        for sample in family.samples
+        if sample.labels.get("connector") == "histogram-test"
+    }
+
+    def bucket(le: str) -> float:
+        key = (("connector", "histogram-test"), ("le", le))
+        return samples[("smsrelay_provider_request_seconds_bucket", key)]
+
+    # A bound counts what is at most it: 0.005 is in the 0.005 bucket.
+    assert [bucket(le) for le in ("0.005", "0.01", "0.25", "30.0", "+Inf")] == [2, 2, 3, 3, 4]
+    only = (("connector", "histogram-test"),)
+    assert samples[("smsrelay_provider_request_seconds_count", only)] == 4
+    assert abs(samples[("smsrelay_provider_request_seconds_sum", only)] - 40.208) < 1e-9
+    requests = {
+        key[1][1][1]: value
+        for key, value in samples.items()
+        if key[0] == "smsrelay_provider_requests_total"
+    }
+    assert requests == {"2xx": 2, "5xx": 1, "timeout": 1}
+    assert (
+        samples[
+            (
+                "smsrelay_message_attempts_total",
+                (("connector", "histogram-test"), ("outcome", "retry")),
+            )
+        ]
+        == 2
+    )
+    assert connector_meter("histogram-test") is meter

@@ -11,24 +11,24 @@ Two kinds:
   database reports the same values: take their max, not their sum.
 
 Labels are connector names, HTTP status classes, error reasons and outcomes: no message
-content, recipient or secret ever appears. The send path pays ~2 µs per message: a
-histogram observation and two increments (`ConnectorMeter` keeps each connector's
-labelled children, so no label is looked up per request).
+content, recipient or secret ever appears. The send path pays well under a microsecond
+per message (`ConnectorMeter`).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    start_http_server,
+from prometheus_client import CollectorRegistry, Counter, generate_latest, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -41,58 +41,91 @@ ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 GCCollector(registry=REGISTRY)
 
-PROVIDER_REQUESTS = Counter(
-    "smsrelay_provider_requests",
-    "Requests sent to providers, by connector and result: the HTTP status class of the "
-    "answer (2xx, 4xx...) or why there was none (timeout, connection_error...).",
-    ["connector", "result"],
-    registry=REGISTRY,
-)
-PROVIDER_REQUEST_SECONDS = Histogram(
-    "smsrelay_provider_request_seconds",
-    "Time from sending a request to a provider to its answer (or the error), by connector.",
-    ["connector"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-    registry=REGISTRY,
-)
-MESSAGE_ATTEMPTS = Counter(
-    "smsrelay_message_attempts",
-    "Send attempts worked out per message, by connector and outcome (sent, retry, failed, "
-    "dispatch_error).",
-    ["connector", "outcome"],
-    registry=REGISTRY,
-)
 DELIVERY_REPORTS = Counter(
     "smsrelay_delivery_reports_stored",
     "Delivery-report callbacks stored (each is mapped to its message afterwards).",
     registry=REGISTRY,
 )
 
+# Upper bounds of the request-time histogram, in seconds.
+REQUEST_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
 
 class ConnectorMeter:
-    """One connector's request and attempt metrics, each label lookup done once."""
+    """One connector's request and attempt counts, kept as plain numbers.
+
+    Only the dispatcher's event loop writes them, and `_MeterCollector` reads them when
+    scraped: ~0.6 µs per message, where prometheus_client's own counters and histogram
+    (a lock per update) cost ~2 µs. A scrape from another thread (`serve_metrics`) may see
+    a request counted in one family and not yet in the next, never a torn number.
+    """
 
     def __init__(self, connector: str) -> None:
         self.connector = connector
-        self._seconds = PROVIDER_REQUEST_SECONDS.labels(connector)
-        self._results: dict[str, Counter] = {}
-        self._outcomes: dict[str, Counter] = {}
+        self.results: dict[str, int] = {}
+        self.outcomes: dict[str, int] = {}
+        # Requests per histogram bucket (not cumulative); the last is above every bound.
+        self.buckets = [0] * (len(REQUEST_SECONDS_BUCKETS) + 1)
+        self.seconds = 0.0
 
     def request(self, seconds: float, result: str) -> None:
         """One request answered (`result` "2xx"...) or failed (`result` the reason)."""
-        self._seconds.observe(seconds)
-        counter = self._results.get(result)
-        if counter is None:
-            counter = self._results[result] = PROVIDER_REQUESTS.labels(self.connector, result)
-        counter.inc()
+        self.buckets[bisect_left(REQUEST_SECONDS_BUCKETS, seconds)] += 1
+        self.seconds += seconds
+        self.results[result] = self.results.get(result, 0) + 1
 
     def attempts(self, outcomes: Iterable[str]) -> None:
         """Attempts worked out, one outcome per message."""
+        counts = self.outcomes
         for outcome in outcomes:
-            counter = self._outcomes.get(outcome)
-            if counter is None:
-                counter = self._outcomes[outcome] = MESSAGE_ATTEMPTS.labels(self.connector, outcome)
-            counter.inc()
+            counts[outcome] = counts.get(outcome, 0) + 1
+
+
+_METERS: dict[str, ConnectorMeter] = {}
+
+
+def connector_meter(connector: str) -> ConnectorMeter:
+    """The meter of the connector named `connector` (one per name in this process)."""
+    meter = _METERS.get(connector)
+    if meter is None:
+        meter = _METERS[connector] = ConnectorMeter(connector)
+    return meter
+
+
+class _MeterCollector:
+    """The connectors' meters as metric families, built at each scrape."""
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "smsrelay_provider_requests",
+            "Requests sent to providers, by connector and result: the HTTP status class of "
+            "the answer (2xx, 4xx...) or why there was none (timeout, connection_error...).",
+            labels=["connector", "result"],
+        )
+        seconds = HistogramMetricFamily(
+            "smsrelay_provider_request_seconds",
+            "Time from sending a request to a provider to its answer (or the error), by connector.",
+            labels=["connector"],
+        )
+        attempts = CounterMetricFamily(
+            "smsrelay_message_attempts",
+            "Send attempts worked out per message, by connector and outcome (sent, retry, "
+            "failed, dispatch_error).",
+            labels=["connector", "outcome"],
+        )
+        # As prometheus_client writes `le`: 0.005, 1.0, +Inf.
+        bounds = [repr(float(b)) for b in REQUEST_SECONDS_BUCKETS] + ["+Inf"]
+        for name, meter in sorted(dict(_METERS).items()):
+            for result, count in sorted(dict(meter.results).items()):
+                requests.add_metric([name, result], count)
+            cumulative = list(accumulate(list(meter.buckets)))
+            seconds.add_metric([name], list(zip(bounds, cumulative, strict=True)), meter.seconds)
+            for outcome, count in sorted(dict(meter.outcomes).items()):
+                attempts.add_metric([name, outcome], count)
+        return [requests, seconds, attempts]
+
+
+REGISTRY.register(_MeterCollector())
 
 
 def status_class(status: int) -> str:
@@ -171,6 +204,7 @@ __all__ = [
     "REGISTRY",
     "ConnectorMeter",
     "OutboxDepth",
+    "connector_meter",
     "error_reason",
     "outbox_families",
     "render",

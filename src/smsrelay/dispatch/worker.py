@@ -55,7 +55,7 @@ from smsrelay.dispatch.lease_keeper import ConnectorLeaseKeeper, connector_lease
 from smsrelay.dispatch.oauth_tokens import CredentialsError, OAuthTokenCache
 from smsrelay.dispatch.rate_limit import Clock, ConnectorLimiter, Sleep
 from smsrelay.dispatch.transport import Transport, TransportError
-from smsrelay.metrics import ConnectorMeter, error_reason, status_class
+from smsrelay.metrics import ConnectorMeter, connector_meter, error_reason, status_class
 from smsrelay.settings import Settings
 from smsrelay.store.connectors import get_connector_by_id
 from smsrelay.store.database import Database
@@ -359,11 +359,7 @@ class Dispatcher:
             plain_environment=RenderEnvironment(
                 secrets=definition.secrets, callback_url=callback_url
             ),
-            meter=(
-                cached.meter
-                if cached is not None and cached.meter.connector == definition.name
-                else ConnectorMeter(definition.name)
-            ),
+            meter=connector_meter(definition.name),
         )
         self._connectors[connector_id] = active
         return active
