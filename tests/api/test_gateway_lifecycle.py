@@ -221,6 +221,30 @@ async def test_connector_secrets_are_write_only(database_url: str, tmp_path: Pat
         assert (await gw.client.put("/v1/connectors/secretive", json=document)).status_code == 200
 
 
+async def test_a_new_connector_with_masked_secrets_is_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with running_gateway(database_url, tmp_path) as gw:
+        # What GET shows of a connector, posted to a server that does not have it.
+        exported = (await gw.client.get("/v1/connectors/sandbox")).json()["definition"]
+        assert exported["secrets"] == {"base_url": "***"}
+        exported["name"] = "copied"
+        for answer in (
+            await gw.client.post("/v1/connectors", json=exported),
+            await gw.client.put("/v1/connectors/copied", json=exported),
+        ):
+            assert answer.status_code == 422, answer.text
+            problem = answer.json()
+            assert "***" in problem["detail"]
+            assert problem["errors"] == [
+                {"path": "secrets.base_url", "message": "is *** (masked); give the real value"}
+            ]
+        assert (await gw.client.get("/v1/connectors/copied")).status_code == 404
+        # A real value is taken.
+        exported["secrets"] = {"base_url": gw.base_url + "/sandbox"}
+        assert (await gw.client.post("/v1/connectors", json=exported)).status_code == 201
+
+
 async def test_the_test_endpoint_sends_now_and_returns_the_trace(
     database_url: str, tmp_path: Path
 ) -> None:

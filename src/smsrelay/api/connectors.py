@@ -98,6 +98,8 @@ async def create(
     runtime: Runtime = Depends(get_runtime),
 ) -> dict[str, Any]:
     """Create a connector from a definition or a preset; 409 if the name is taken."""
+    if preset is None:
+        refuse_masked_secrets(document.get("secrets"))
     definition = (
         parse_definition(document) if preset is None else definition_from_preset(preset, document)
     )
@@ -108,6 +110,26 @@ async def create(
         )
     stored = await save_connector(runtime.database, runtime.secret_box, definition)
     return connector_view(stored, runtime)
+
+
+def refuse_masked_secrets(given: object) -> None:
+    """422 for secrets given as *** where nothing is stored to keep (a new connector).
+
+    An exported definition shows its secrets masked; saved as they are, `***` would be sent
+    to the provider as the credential.
+    """
+    if not isinstance(given, Mapping):
+        return  # parse_definition says what is wrong with it
+    masked = sorted(str(k) for k, v in given.items() if v == SECRET_MASK)
+    if masked:
+        raise Problem(
+            422,
+            "secrets given as *** (masked), but this connector has none stored to keep",
+            errors=[
+                FieldError(f"secrets.{key}", "is *** (masked); give the real value")
+                for key in masked
+            ],
+        )
 
 
 def definition_from_preset(preset: str, document: Mapping[str, Any]) -> ConnectorDefinition:
@@ -166,12 +188,8 @@ async def replace(
         document["secrets"] = merge_secrets(
             {str(k): str(v) for k, v in given.items()}, stored.definition.secrets, replace=False
         )
-    elif any(v == SECRET_MASK for v in given.values()):
-        raise Problem(
-            422,
-            "secrets given as *** but nothing is stored yet",
-            errors=[FieldError("secrets", "give real values")],
-        )
+    else:
+        refuse_masked_secrets(given)
     definition = parse_definition(document)
     saved = await save_connector(runtime.database, runtime.secret_box, definition)
     return connector_view(saved, runtime)
