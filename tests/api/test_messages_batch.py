@@ -77,11 +77,23 @@ REJECTED = [
 async def test_a_mixed_batch_is_judged_item_by_item_and_stored_as_asked(
     database_url: str, tmp_path: Path
 ) -> None:
-    async with running_gateway(database_url, tmp_path) as gw:
-        response = await gw.client.post("/v1/messages/batch", json={"messages": ITEMS})
+    # No dispatcher: the rows are read as intake stored them, before any claim changes them.
+    async with running_gateway(database_url, tmp_path, dispatcher=False) as gw:
+        hook = await gw.client.post("/v1/webhooks", json={"url": gw.base_url + "/nowhere"})
+        assert hook.status_code == 201, hook.text
+        items = [dict(item) if isinstance(item, dict) else item for item in ITEMS]
+        items[7]["webhook_id"] = hook.json()["id"]
+        items.append({"to": "+4915112345688", "body": "x", "webhook_id": "wh-missing"})
+        response = await gw.client.post("/v1/messages/batch", json={"messages": items})
         assert response.status_code == 202, response.text
         answer = response.json()
-        assert answer["rejected"] == REJECTED
+        unknown_webhook = (
+            "no webhook 'wh-missing': create it first (POST /v1/webhooks) or leave webhook_id out"
+        )
+        assert answer["rejected"] == [
+            *REJECTED,
+            {"index": 16, "errors": [{"path": "webhook_id", "message": unknown_webhook}]},
+        ]
         accepted = answer["accepted"]
         assert [(a["index"], a["segments"]) for a in accepted] == [
             (0, 1),
@@ -116,7 +128,8 @@ async def test_a_mixed_batch_is_judged_item_by_item_and_stored_as_asked(
         assert full.status.value == "queued"
         assert (full.template_id, full.template_variables) == ("tpl-1", ("a", "b"))
         assert dict(full.params) == {"name": "Ada"}
-        assert (full.campaign_id, full.entity_id, full.webhook_id) == ("spring", "ent-9", "wh-1")
+        assert (full.campaign_id, full.entity_id) == ("spring", "ent-9")
+        assert full.webhook_id == hook.json()["id"]
         assert full.send_at == full.next_attempt_at == datetime(2999, 1, 1, 9, tzinfo=UTC)
 
         national = stored[12]

@@ -332,6 +332,19 @@ async def test_webhooks_are_validated_listed_and_deleted(database_url: str, tmp_
         assert (await gw.client.delete(f"/v1/webhooks/{hook['id']}")).status_code == 204
         assert (await gw.client.get(f"/v1/webhooks/{hook['id']}")).status_code == 404
         assert (await gw.client.delete(f"/v1/webhooks/{hook['id']}")).status_code == 404
+        # A message may not name a webhook that is not there: its reports would go nowhere.
+        refused = await gw.client.post(
+            "/v1/messages",
+            json={"to": "+15005550006", "body": "x", "webhook_id": hook["id"]},
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"] == [
+            {
+                "path": "webhook_id",
+                "message": f"no webhook {hook['id']!r}: create it first (POST /v1/webhooks) "
+                "or leave webhook_id out",
+            }
+        ]
 
 
 # ---------------------------------------------------------------- pure parts

@@ -25,6 +25,7 @@ from smsrelay.store.secret_box import SecretBox
 from smsrelay.store.senders import Sender, resolve_sender
 from smsrelay.store.suppression import SuppressionRecord, find_suppressed, is_suppressed
 from smsrelay.store.timestamps import utc_now
+from smsrelay.store.webhooks import get_webhook
 
 # The longest message text any door (API, MoEngage, CleverTap, campaigns) accepts.
 MAX_BODY_CHARS = 4096
@@ -112,6 +113,8 @@ class MessageIntake:
         self._connectors: dict[int, tuple[StoredConnector, CompiledConnector]] = {}
         self._routes: dict[int, _Route] = {}
         self._suppressed: dict[str, SuppressionRecord] | None = None  # preloaded for a batch
+        # Webhook ids asked for, and whether each exists.
+        self._webhooks: dict[str, bool] = {}
         # The last body measured: a batch often sends one text to everyone.
         self._last_text: tuple[str, TextEncoding] = ("", analyse_text(""))
 
@@ -174,6 +177,9 @@ class MessageIntake:
                 raise IntakeRefused(errors) from exc
         # A sender may name a connector group: its first connector is the one to satisfy.
         route = await self._route(sender.connector_id)
+        webhook_id = request.webhook_id
+        if webhook_id is not None and webhook_id not in self._webhooks:
+            self._webhooks[webhook_id] = await get_webhook(self._db, webhook_id) is not None
         suppressed: Mapping[str, SuppressionRecord] | None = self._suppressed
         if suppressed is None and sender.type == "promotional":
             suppressed = await self._suppression_of(request.to)
@@ -199,6 +205,8 @@ class MessageIntake:
             return None
         route = self._routes.get(sender.connector_id)
         if route is None:
+            return None
+        if request.webhook_id is not None and request.webhook_id not in self._webhooks:
             return None
         suppressed: Mapping[str, SuppressionRecord] | None = self._suppressed
         if suppressed is None:
@@ -234,6 +242,15 @@ class MessageIntake:
             record = suppressed.get(to)
             if record is not None:
                 errors.append(FieldError("to", record.refusal()))
+        webhook_id = request.webhook_id
+        if webhook_id is not None and not self._webhooks.get(webhook_id, False):
+            errors.append(
+                FieldError(
+                    "webhook_id",
+                    f"no webhook {webhook_id!r}: create it first (POST /v1/webhooks) "
+                    "or leave webhook_id out",
+                )
+            )
         if errors:
             raise IntakeRefused(errors)
         send_at = request.send_at
