@@ -125,7 +125,9 @@ def hostile_connector(url: str) -> dict[str, Any]:
         "request": {
             "url": f"{url}/send",
             "body": {"json": {"to": "{{to}}", "text": "{{body}}", "ref": "{{message_id}}"}},
-            "timeout_seconds": 0.5,
+            # A second, not less: the provider shares the test's event loop, and a loaded CI
+            # machine once let an HTML answer take over 0.5 s, which then read as a timeout.
+            "timeout_seconds": 1.0,
         },
         # 200 is not success by itself: this provider says "accepted" when it is.
         "response": {
@@ -156,7 +158,7 @@ async def test_hostile_provider_answers_end_every_message_right_within_the_bound
     for n, script in enumerate(SCRIPTS):
         for copy in range(COPIES):
             numbers[f"+1500555{n:02d}{copy:02d}"] = script
-    hostile = HostileProvider(scripts=numbers, hold_seconds=1.5)
+    hostile = HostileProvider(scripts=numbers, hold_seconds=2.5)  # past the 1 s timeout
     async with hostile.running(), running_gateway(sqlite_url, tmp_path) as gw:
         await add_connector(gw, hostile_connector(hostile.url), "hostile")
         ids = await queue_batch(
