@@ -332,6 +332,21 @@ async def test_webhooks_are_validated_listed_and_deleted(database_url: str, tmp_
         assert (await gw.client.delete(f"/v1/webhooks/{hook['id']}")).status_code == 204
         assert (await gw.client.get(f"/v1/webhooks/{hook['id']}")).status_code == 404
         assert (await gw.client.delete(f"/v1/webhooks/{hook['id']}")).status_code == 404
+        # Without events: every status, but a moengage webhook only final ones (MoEngage
+        # reads any other status as a failure). Given events are kept as given.
+        defaults = {
+            fmt: (await create_webhook(gw, "https://hooks.example.com/x", format=fmt))["events"]
+            for fmt in ("native", "clevertap", "moengage")
+        }
+        assert defaults == {
+            "native": ["*"],
+            "clevertap": ["*"],
+            "moengage": ["delivered", "undelivered", "failed"],
+        }
+        chosen = await create_webhook(
+            gw, "https://hooks.example.com/y", format="moengage", events=["sent", "delivered"]
+        )
+        assert chosen["events"] == ["sent", "delivered"]
         # A message may not name a webhook that is not there: its reports would go nowhere.
         refused = await gw.client.post(
             "/v1/messages",
@@ -397,6 +412,7 @@ class QuietFormat:
 
     name: str = "quiet"
     max_batch: int = 10
+    default_events: tuple[str, ...] = ("*",)
 
     def render(self, events: Any, webhook: Any) -> tuple[bytes, str]:
         return b"", "application/json"

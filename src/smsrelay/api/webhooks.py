@@ -39,10 +39,14 @@ class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(min_length=1, max_length=2048, examples=["https://example.com/sms-events"])
-    events: list[str] = Field(
-        default_factory=lambda: [ALL_EVENTS],
+    events: list[str] | None = Field(
+        default=None,
         max_length=len(EVENT_STATUSES),
-        description=f'Statuses to receive ({", ".join(EVENT_STATUSES)}) or ["*"] for all.',
+        description=(
+            f'Statuses to receive ({", ".join(EVENT_STATUSES)}) or ["*"] for all. Default: '
+            'all, except for the moengage format: ["delivered", "undelivered", "failed"] '
+            "(MoEngage reads any other status as a failure)."
+        ),
     )
     format: str = Field(default="native", max_length=16)
     scope: Literal["all", "named"] | None = Field(
@@ -114,9 +118,10 @@ def check_webhook(body: WebhookIn, formats: FormatRegistry) -> list[FieldError]:
         errors.append(FieldError("url", "must be an absolute http:// or https:// URL"))
     elif parts.username or parts.password:
         errors.append(FieldError("url", "must not carry credentials; the request is signed"))
-    if not body.events:
+    events = body.events if body.events is not None else []
+    if body.events is not None and not events:
         errors.append(FieldError("events", f'give at least one status, or ["{ALL_EVENTS}"]'))
-    for index, event in enumerate(body.events):
+    for index, event in enumerate(events):
         if event != ALL_EVENTS and event not in EVENT_STATUSES:
             errors.append(
                 FieldError(
@@ -124,7 +129,7 @@ def check_webhook(body: WebhookIn, formats: FormatRegistry) -> list[FieldError]:
                     f"unknown status {event!r}; use {', '.join(EVENT_STATUSES)} or {ALL_EVENTS}",
                 )
             )
-    if ALL_EVENTS in body.events and len(body.events) > 1:
+    if ALL_EVENTS in events and len(events) > 1:
         errors.append(FieldError("events", f'"{ALL_EVENTS}" already means every status'))
     if body.format not in formats.names():
         errors.append(
@@ -140,7 +145,8 @@ def check_webhook(body: WebhookIn, formats: FormatRegistry) -> list[FieldError]:
 @router.post("", status_code=201)
 async def create(body: WebhookIn, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """Subscribe a URL to status events; the answer shows the signing secret, once."""
-    errors = check_webhook(body, _formats(runtime))
+    formats = _formats(runtime)
+    errors = check_webhook(body, formats)
     if errors:
         raise Problem(422, "the webhook is invalid; see errors", errors=errors)
     secret = body.secret or new_webhook_secret()
@@ -148,7 +154,11 @@ async def create(body: WebhookIn, runtime: Runtime = Depends(get_runtime)) -> di
         runtime.database,
         runtime.secret_box,
         url=body.url,
-        events=list(dict.fromkeys(body.events)),
+        events=list(
+            dict.fromkeys(
+                body.events if body.events is not None else formats.default_events(body.format)
+            )
+        ),
         format=body.format,
         scope=body.scope or ("all" if body.format == "native" else "named"),
         secret=secret,

@@ -39,7 +39,7 @@ from smsrelay.dispatch.webhook_formats import (
     WebhookFormat,
     default_registry,
 )
-from smsrelay.store.webhooks import StoredWebhook, WebhookEvent
+from smsrelay.store.webhooks import ALL_EVENTS, StoredWebhook, WebhookEvent
 
 # The message param holding CleverTap's `mid` ($$MessageID), set by `compat.clevertap`.
 MID_PARAM = "mid"
@@ -95,6 +95,9 @@ class MoEngageFormat:
 
     name = "moengage"
     max_batch = 1
+    # MoEngage reads every status but its success value as a failure: a `sent` event would
+    # count a message as failed before its delivery report.
+    default_events = ("delivered", "undelivered", "failed")
 
     def render(self, events: Sequence[WebhookEvent], webhook: StoredWebhook) -> tuple[bytes, str]:
         """The JSON body of one event (under 150 KB)."""
@@ -146,6 +149,7 @@ class CleverTapFormat:
 
     name = "clevertap"
     max_batch = CLEVERTAP_MAX_BATCH
+    default_events = (ALL_EVENTS,)  # statuses CleverTap has no event for are skipped
 
     def render(self, events: Sequence[WebhookEvent], webhook: StoredWebhook) -> tuple[bytes, str]:
         """The JSON array for up to 100 events."""

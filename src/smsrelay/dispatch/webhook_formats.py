@@ -22,7 +22,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from smsrelay.store.webhooks import StoredWebhook, WebhookEvent
+from smsrelay.store.webhooks import ALL_EVENTS, StoredWebhook, WebhookEvent
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -38,6 +38,11 @@ class WebhookFormat(Protocol):
     @property
     def max_batch(self) -> int:
         """How many events one request may carry."""
+        ...
+
+    @property
+    def default_events(self) -> tuple[str, ...]:
+        """The statuses a webhook of this format gets when created without `events`."""
         ...
 
     def render(self, events: Sequence[WebhookEvent], webhook: StoredWebhook) -> tuple[bytes, str]:
@@ -85,6 +90,11 @@ class FormatRegistry:
         fmt = self._formats.get(name)
         return fmt.max_batch if fmt is not None else 1
 
+    def default_events(self, name: str) -> tuple[str, ...]:
+        """What a webhook of format `name` subscribes to by default (all for unknown names)."""
+        fmt = self._formats.get(name)
+        return fmt.default_events if fmt is not None else (ALL_EVENTS,)
+
 
 def native_event(event: WebhookEvent) -> dict[str, Any]:
     """One event in the native shape (pure)."""
@@ -115,6 +125,7 @@ class NativeFormat:
 
     name = "native"
     max_batch = 1
+    default_events = (ALL_EVENTS,)
 
     def render(self, events: Sequence[WebhookEvent], webhook: StoredWebhook) -> tuple[bytes, str]:
         """The JSON body of one event."""
