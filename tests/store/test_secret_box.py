@@ -75,3 +75,20 @@ def test_empty_key_file_is_a_clear_error(tmp_path: Path) -> None:
     key_file.write_text("\n")
     with pytest.raises(SecretKeyError, match="holds no key"):
         load_secret_box(Settings(secret_key_file=str(key_file)))
+
+
+def test_a_key_file_made_for_postgresql_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    postgresql = "postgresql://smsrelay@db/smsrelay"
+    for url, name in ((postgresql, "pg.key"), ("sqlite+aiosqlite:///x.db", "lite.key")):
+        load_secret_box(Settings(database_url=url, secret_key_file=str(tmp_path / name)))
+    # Again: the file exists now, and it is the key every process must share.
+    load_secret_box(Settings(database_url=postgresql, secret_key_file=str(tmp_path / "pg.key")))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "SMSRELAY_SECRET_KEYS is not set: made a new secret key in "
+        f"{tmp_path / 'pg.key'}. Every serve and worker process on this database must use "
+        "the same key: set SMSRELAY_SECRET_KEYS to it (or share the file) before starting "
+        "others"
+    ]

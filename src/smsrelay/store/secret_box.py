@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from smsrelay.settings import Settings
 from smsrelay.store.errors import SecretKeyError
+
+log = logging.getLogger(__name__)
 
 _KEY_HELP = "a Fernet key is 32 url-safe base64-encoded bytes (Fernet.generate_key())"
 
@@ -76,11 +79,22 @@ def load_secret_box(settings: Settings) -> SecretBox:
     """The box for the configured keys; without any, the key file (created on first use).
 
     The key file serves the embedded setup: one key per line, newest first, mode 0600.
+    A key file made here on a PostgreSQL database is warned about: other machines' `serve`
+    and `worker` processes would each make their own and could not read its secrets.
     """
     if settings.secret_keys:
         return SecretBox(settings.secret_keys)
     path = Path(settings.secret_key_file)
-    return SecretBox(_read_or_create_key_file(path))
+    created = not path.exists()
+    box = SecretBox(_read_or_create_key_file(path))
+    if created and not settings.database_url.startswith("sqlite"):
+        log.warning(
+            "SMSRELAY_SECRET_KEYS is not set: made a new secret key in %s. Every serve and "
+            "worker process on this database must use the same key: set SMSRELAY_SECRET_KEYS "
+            "to it (or share the file) before starting others",
+            path,
+        )
+    return box
 
 
 def _read_or_create_key_file(path: Path) -> list[str]:
