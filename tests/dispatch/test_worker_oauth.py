@@ -187,3 +187,25 @@ async def test_credentials_failing_past_the_retry_window_fail_the_messages(
     message = await harness.message(message_id)
     assert message.failure_reason == "credentials_failing"
     assert provider.sends == []
+
+
+async def test_the_hold_window_is_the_messages_own_and_survives_a_restarted_worker(
+    harness: Harness, provider: OAuthProvider, transport: AiohttpTransport
+) -> None:
+    # Window 240 s, as above. The first worker holds the message twice, then stops; the
+    # one after it (nothing in memory) fails it when the window that began at the first
+    # hold ends, instead of starting a window of its own.
+    connector = await harness.connector(provider.connector_yaml(max_attempts=4, max_seconds=60))
+    [message_id] = await harness.queue(connector, "+4915112340005")
+    provider.token_endpoint_up = False
+    first = harness.dispatcher(transport)
+    for _ in range(2):
+        await first.run_once(harness.clock.now)
+        assert (await harness.message(message_id)).status is MessageStatus.DISPATCH_ERROR
+        harness.clock.advance(120)
+
+    await harness.dispatcher(transport).run_once(harness.clock.now)
+
+    message = await harness.message(message_id)
+    assert message.status is MessageStatus.FAILED
+    assert message.failure_reason == "credentials_failing"

@@ -174,8 +174,6 @@ class Dispatcher:
         self._tasks: dict[int, asyncio.Task[int]] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        # When each connector's credentials started failing, as this process saw it.
-        self._credentials_failing_since: dict[int, datetime] = {}
         self._on_unconfirmed = on_unconfirmed
         self._next_expiry = 0.0
         # Rate-limited connectors are sent for by one worker at a time (lease_keeper).
@@ -427,15 +425,14 @@ class Dispatcher:
         detail: dict[str, object] | None = None,
     ) -> None:
         at = self._clock()
-        # The store keeps no "held since" per message, so the hold window is measured from
-        # when this process first saw the connector's credentials fail.
-        since = self._credentials_failing_since.setdefault(connector.id, at)
+        # Each message's hold window runs from when it was first held, as stored with it:
+        # the same for every worker, and through restarts.
         retry = connector.definition.retry
         await self._record(
             connector,
             [
                 record_credentials_failing(
-                    m, why, retry=retry, held_since=since, at=at, detail=detail
+                    m, why, retry=retry, held_since=m.held_since or at, at=at, detail=detail
                 )
                 for m in messages
             ],
@@ -487,8 +484,6 @@ class Dispatcher:
             secrets=connector.definition.secrets,
             access_token=token,
         )
-        if not unauthorized and response is not None and self._credentials_failing_since:
-            self._credentials_failing_since.pop(connector.id, None)
         if unauthorized:
             # Refused credentials are the connector's problem, not the messages': hold them
             # (dispatch_error) until the credentials work again instead of failing them all.
