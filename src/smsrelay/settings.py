@@ -146,7 +146,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raw = env.get(f"SMSRELAY_{name.upper()}")
         if raw is not None:
             values[name] = _coerce(name, raw, getattr(defaults, name))
-    settings = replace(defaults, **values, **overrides)
+    settings = replace(defaults, **{**values, **overrides})  # overrides win
     if settings.http_client not in HTTP_CLIENTS:
         raise ValueError(
             f"SMSRELAY_HTTP_CLIENT: unknown HTTP client {settings.http_client!r}; "
