@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from gateway import running_gateway
 from smsrelay.cli import app
+from smsrelay.sandbox import sandbox_connector_yaml
 
 
 async def test_presets_are_listed_and_create_a_working_connector(
@@ -81,6 +82,33 @@ async def test_cli_applies_a_preset_with_set_values(database_url: str, tmp_path:
         assert "connector 'vonage-eu' is at version 1" in result.output
         shown = (await gw.client.get("/v1/connectors/vonage-eu")).json()
         assert shown["definition"]["secrets"]["api_secret"] == "***"
+
+
+async def test_cli_applies_a_definition_file_and_a_changed_one_as_a_new_version(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with running_gateway(database_url, tmp_path) as gw:
+        env = {"SMSRELAY_SERVER": gw.base_url, "SMSRELAY_API_KEY": gw.api_key}
+        file = tmp_path / "mine.yaml"
+        text = sandbox_connector_yaml(gw.base_url + "/sandbox").replace(
+            "name: sandbox", "name: mine", 1
+        )
+        args = ["connectors", "apply", str(file)]
+        # The same file twice is one version; a changed one is the next.
+        changed = text.replace("timeout_seconds: 10", "timeout_seconds: 5", 1)
+        for content, version in ((text, 1), (text, 1), (changed, 2)):
+            file.write_text(content)
+            result = await asyncio.to_thread(CliRunner().invoke, app, args, env=env)
+            assert result.exit_code == 0, result.output
+            assert f"connector 'mine' is at version {version}" in result.output
+            assert f"delivery-report URL: {gw.base_url}/dlr/" in result.output
+        shown = (await gw.client.get("/v1/connectors/mine")).json()
+        assert shown["version"] == 2 and shown["definition"]["secrets"] == {"base_url": "***"}
+        # A file that is not a connector is refused before anything is sent.
+        file.write_text("name: broken\n")
+        result = await asyncio.to_thread(CliRunner().invoke, app, args, env=env)
+        assert result.exit_code == 1, result.output
+        assert (await gw.client.get("/v1/connectors/broken")).status_code == 404
 
 
 async def test_cli_dlr_suggest_lists_fields_and_proposes_a_mapping(
