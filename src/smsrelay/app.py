@@ -66,7 +66,7 @@ def create_app(
         await database.migrate()
         box = load_secret_box(settings)
         outbound = transport or outbound_transport(
-            settings.http_client, allow_hosts=_allow_hosts(settings)
+            settings.http_client, allow_hosts=outbound_allow_hosts(settings)
         )
         runtime = Runtime(settings=settings, database=database, secret_box=box, transport=outbound)
         if sandbox is not None:
@@ -175,9 +175,12 @@ def create_app(
     return app
 
 
-def _allow_hosts(settings: Settings) -> tuple[str, ...]:
-    """The SSRF allow-list: configured hosts, plus this server itself when it hosts the sandbox."""
+def outbound_allow_hosts(settings: Settings) -> tuple[str, ...]:
+    """The SSRF allow-list: configured hosts, plus this server's own port when it hosts the
+    sandbox (not the whole host: other local services stay out of reach)."""
     hosts = list(settings.allow_hosts)
     if settings.sandbox:
-        hosts += [settings.host, "127.0.0.1", "localhost"]
+        for host in (settings.host, "127.0.0.1", "localhost"):
+            address = f"[{host}]" if ":" in host else host
+            hosts.append(f"{address}:{settings.port}")
     return tuple(dict.fromkeys(hosts))

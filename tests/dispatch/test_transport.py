@@ -10,7 +10,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -22,8 +22,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from yarl import URL
 
+from smsrelay.app import outbound_allow_hosts
 from smsrelay.connectors.exchange import HttpRequest, HttpResponse
-from smsrelay.dispatch.address_guard import GuardedResolver, OutboundPolicy, address_block_reason
+from smsrelay.dispatch.address_guard import (
+    BlockedAddressError,
+    GuardedResolver,
+    OutboundPolicy,
+    address_block_reason,
+    target_refusal,
+)
 from smsrelay.dispatch.http11 import ConnectionPool, request_head
 from smsrelay.dispatch.transport import (
     AiohttpTransport,
@@ -32,7 +39,7 @@ from smsrelay.dispatch.transport import (
     TransportError,
     outbound_transport,
 )
-from smsrelay.settings import load_settings
+from smsrelay.settings import Settings, load_settings
 
 LOCAL = ("127.0.0.1", "localhost")
 
@@ -367,6 +374,45 @@ def test_policy_allows_by_name_or_network_only() -> None:
     assert policy.refusal("localhost", ip("127.0.0.1")) is None
     assert policy.refusal("x", ip("::1")) is None
     assert policy.refusal("x", ip("8.8.8.8")) is None
+
+
+def test_an_entry_with_a_port_allows_that_port_alone() -> None:
+    policy = OutboundPolicy(["127.0.0.1:8000", "sandbox.internal:9000", "[::1]:8000", "fe80::1"])
+    ip = ipaddress.ip_address
+    assert policy.refusal("127.0.0.1", ip("127.0.0.1"), 8000) is None
+    assert policy.refusal("127.0.0.1", ip("127.0.0.1"), 6379) == "loopback"
+    assert policy.refusal("127.0.0.1", ip("127.0.0.1")) == "loopback"  # no port: not this entry
+    assert policy.refusal("x", ip("::ffff:127.0.0.1"), 8000) is None  # the same IPv4 address
+    assert policy.refusal("::1", ip("::1"), 8000) is None
+    assert policy.refusal("::1", ip("::1"), 8001) == "loopback"
+    assert policy.host_allowed("Sandbox.Internal.", 9000)
+    assert not policy.host_allowed("sandbox.internal", 9001)
+    assert not policy.host_allowed("sandbox.internal")
+    assert policy.refusal("x", ip("fe80::1"), 1) is None  # an IPv6 address without brackets
+    refusal = target_refusal(URL("http://127.0.0.1:6379/"), policy)
+    assert refusal is not None and refusal.reason.startswith("blocked_address: 127.0.0.1 is a")
+    assert target_refusal(URL("http://127.0.0.1:8000/sandbox"), policy) is None
+
+
+def test_the_embedded_sandbox_opens_its_own_port_not_the_whole_host() -> None:
+    settings = Settings(host="127.0.0.1", port=8123, allow_hosts=("provider.test",))
+    policy = OutboundPolicy(outbound_allow_hosts(settings))
+    for url in ("http://127.0.0.1:8123/sandbox/api/messages", "http://localhost:8123/x"):
+        assert target_refusal(URL(url), policy) is None
+    assert policy.host_allowed("localhost", 8123) and not policy.host_allowed("localhost", 6379)
+    refused = target_refusal(URL("http://127.0.0.1:6379/"), policy)
+    assert refused is not None and "loopback" in refused.reason
+    assert policy.host_allowed("provider.test", 443)
+    without = OutboundPolicy(outbound_allow_hosts(replace(settings, sandbox=False)))
+    assert target_refusal(URL("http://127.0.0.1:8123/sandbox"), without) is not None
+
+
+async def test_a_name_allowed_for_one_port_resolves_only_for_it() -> None:
+    resolver = GuardedResolver(OutboundPolicy(["localhost:8123"]))
+    assert await resolver.resolve("localhost", 8123)
+    with pytest.raises(BlockedAddressError):
+        await resolver.resolve("localhost", 6379)
+    await resolver.close()
 
 
 def test_embedded_ipv4_addresses_are_unwrapped() -> None:

@@ -5,7 +5,9 @@ or a cloud metadata service. The transport checks every hop: an IP literal befor
 connecting (`target_refusal`), a host name after DNS resolution inside the connection's
 resolver (`GuardedResolver`, so the address checked is the address connected to: no
 rebinding window), and each redirect target the same way. `allow_hosts` lists exceptions:
-exact host names (all their addresses are allowed), IP addresses and CIDR networks.
+exact host names (all their addresses are allowed), IP addresses and CIDR networks, each
+for any port, or a host name or IP address with a port (`127.0.0.1:8000`, `[::1]:8000`)
+for that port alone.
 """
 
 from __future__ import annotations
@@ -89,6 +91,24 @@ def _normalise_host(host: str) -> str:
     return host.strip().strip("[]").rstrip(".").lower()
 
 
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """An allow-list entry as (host, port): `name:8000`, `10.0.0.1:8000`, `[::1]:8000`.
+
+    Without a port (or with something that is not one) the whole entry is the host: an
+    IPv6 address or network has colons of its own and needs brackets to take a port.
+    """
+    text = entry.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if bracket and rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit():
+            return host, int(rest[1:])
+        return text, None
+    host, colon, port = text.rpartition(":")
+    if colon and ":" not in host and port.isascii() and port.isdigit():
+        return host, int(port)
+    return text, None
+
+
 class OutboundPolicy:
     """Which targets an outbound request may reach (SPEC §8)."""
 
@@ -96,18 +116,31 @@ class OutboundPolicy:
         self.allow_hosts = tuple(allow_hosts)
         self._names: set[str] = set()
         self._networks: list[IPNetwork] = []
+        # Entries with a port: (host name, port) and (address, port).
+        self._name_ports: set[tuple[str, int]] = set()
+        self._address_ports: set[tuple[IPAddress, int]] = set()
         for entry in self.allow_hosts:
-            text = _normalise_host(entry)
+            host, port = _split_port(entry)
+            text = _normalise_host(host)
             if not text:
+                continue
+            if port is not None:
+                ip = _parse_ip(text)
+                if ip is None:
+                    self._name_ports.add((text, port))
+                else:
+                    self._address_ports.add((unwrap_address(ip), port))
                 continue
             try:
                 self._networks.append(ipaddress.ip_network(text, strict=False))
             except ValueError:
                 self._names.add(text)
 
-    def host_allowed(self, host: str) -> bool:
-        """True when the host name itself is allow-listed (all its addresses may be used)."""
-        return _normalise_host(host) in self._names
+    def host_allowed(self, host: str, port: int | None = None) -> bool:
+        """True when the host name itself is allow-listed (all its addresses may be used),
+        for any port or for `port`."""
+        name = _normalise_host(host)
+        return name in self._names or (port is not None and (name, port) in self._name_ports)
 
     def address_allowed(self, ip: IPAddress) -> bool:
         """True when `ip` (or the IPv4 address it embeds) is in an allow-listed network."""
@@ -118,9 +151,11 @@ class OutboundPolicy:
             for net in self._networks
         )
 
-    def refusal(self, host: str, ip: IPAddress) -> str | None:
-        """Why `host` at address `ip` is refused, or None when it may be reached."""
-        if self.host_allowed(host) or self.address_allowed(ip):
+    def refusal(self, host: str, ip: IPAddress, port: int | None = None) -> str | None:
+        """Why `host` at address `ip` (on `port`) is refused, or None when it may be reached."""
+        if self.host_allowed(host, port) or self.address_allowed(ip):
+            return None
+        if port is not None and (unwrap_address(ip), port) in self._address_ports:
             return None
         return address_block_reason(ip)
 
@@ -152,13 +187,13 @@ class GuardedResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         """Resolve `host`; raise `BlockedAddressError` if it leads anywhere refused."""
         results = await self.inner.resolve(host, port, family)
-        if self.policy.host_allowed(host):
+        if self.policy.host_allowed(host, port or None):
             return results
         for result in results:
             ip = _parse_ip(result["host"].split("%", 1)[0])
             if ip is None:
                 raise BlockedAddressError(host, result["host"], "unparseable")
-            why = self.policy.refusal(host, ip)
+            why = self.policy.refusal(host, ip, port or None)
             if why is not None:
                 raise BlockedAddressError(host, str(ip), why)
         return results
@@ -190,7 +225,7 @@ def target_refusal(url: URL, policy: OutboundPolicy) -> Refusal | None:
             # 2130706433, 0177.1, 127.1: numeric forms that socket maps onto an address.
             return Refusal("invalid_url", f"{host} is not a canonical IPv4 address")
         return None
-    why = policy.refusal(host, ip)
+    why = policy.refusal(host, ip, url.port)
     if why is not None:
         return Refusal(blocked_reason(host, str(ip), why), "nothing was sent")
     return None
