@@ -125,8 +125,9 @@ def hostile_connector(url: str) -> dict[str, Any]:
         "request": {
             "url": f"{url}/send",
             "body": {"json": {"to": "{{to}}", "text": "{{body}}", "ref": "{{message_id}}"}},
-            # A second, not less: the provider shares the test's event loop, and a loaded CI
-            # machine once let an HTML answer take over 0.5 s, which then read as a timeout.
+            # A second, not less: the provider shares the test's event loop. With 0.5 s a
+            # fresh-clone run once ended an html_200 message `sent`, which is what a first
+            # answer read as a timeout (then retried and accepted) looks like.
             "timeout_seconds": 1.0,
         },
         # 200 is not success by itself: this provider says "accepted" when it is.
