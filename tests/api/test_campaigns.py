@@ -325,6 +325,18 @@ async def test_a_bad_audience_is_refused_and_changes_nothing(
             "/v1/campaigns", json={**campaign, "body": "{{secret.key}}", "audience": [{"to": "x"}]}
         )
         assert [e["path"] for e in response.json()["errors"]] == ["body"]
+        response = await gw.client.post(
+            "/v1/campaigns",
+            json={**campaign, "webhook_id": "wh-none", "audience": [{"to": number(1)}]},
+        )
+        assert response.status_code == 422
+        assert response.json()["errors"] == [
+            {
+                "path": "webhook_id",
+                "message": "no webhook 'wh-none': create it first (POST /v1/webhooks) "
+                "or leave webhook_id out",
+            }
+        ]
 
         listed = await gw.client.get("/v1/campaigns")
         assert listed.json() == {"data": [], "next_cursor": None}

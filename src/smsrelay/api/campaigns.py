@@ -67,6 +67,7 @@ from smsrelay.store.messages import new_message_id
 from smsrelay.store.senders import Sender, resolve_sender
 from smsrelay.store.stats import StatsFilter, message_stats
 from smsrelay.store.timestamps import utc_now
+from smsrelay.store.webhooks import get_webhook
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +329,14 @@ async def _check(
         templates = []
     if spec.send_at is not None and spec.send_at.tzinfo is None:
         errors.append(FieldError("send_at", "needs a time zone, e.g. 2026-12-01T09:00:00Z"))
+    if spec.webhook_id is not None and await get_webhook(db, spec.webhook_id) is None:
+        errors.append(
+            FieldError(
+                "webhook_id",
+                f"no webhook {spec.webhook_id!r}: create it first (POST /v1/webhooks) "
+                "or leave webhook_id out",
+            )
+        )
     quiet = _quiet_hours(spec, sender, runtime.settings)
     attributes = set(layout.attributes)
     intake = MessageIntake(

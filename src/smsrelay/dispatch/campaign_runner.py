@@ -283,6 +283,8 @@ class CampaignRunner:
             self.database,
             self.secret_box,
             default_region=campaign.default_region or self.settings.default_region,
+            # Checked when the campaign was made; one deleted since only loses its reports.
+            check_webhooks=False,
         )
         # Suppressions are looked up once per part below (and counted apart), not per row.
         await intake.preload_suppressions(())

@@ -104,9 +104,16 @@ class MessageIntake:
     """
 
     def __init__(
-        self, database: Database, secret_box: SecretBox, *, default_region: str = ""
+        self,
+        database: Database,
+        secret_box: SecretBox,
+        *,
+        default_region: str = "",
+        check_webhooks: bool = True,
     ) -> None:
         self._db = database
+        # Refuse a webhook_id naming no webhook (campaigns check theirs when created).
+        self._check_webhooks = check_webhooks
         self._box = secret_box
         self._region = default_region or None
         self._senders: dict[tuple[str | None, str], Sender] = {}
@@ -178,7 +185,7 @@ class MessageIntake:
         # A sender may name a connector group: its first connector is the one to satisfy.
         route = await self._route(sender.connector_id)
         webhook_id = request.webhook_id
-        if webhook_id is not None and webhook_id not in self._webhooks:
+        if self._check_webhooks and webhook_id is not None and webhook_id not in self._webhooks:
             self._webhooks[webhook_id] = await get_webhook(self._db, webhook_id) is not None
         suppressed: Mapping[str, SuppressionRecord] | None = self._suppressed
         if suppressed is None and sender.type == "promotional":
@@ -206,7 +213,11 @@ class MessageIntake:
         route = self._routes.get(sender.connector_id)
         if route is None:
             return None
-        if request.webhook_id is not None and request.webhook_id not in self._webhooks:
+        if (
+            self._check_webhooks
+            and request.webhook_id is not None
+            and request.webhook_id not in self._webhooks
+        ):
             return None
         suppressed: Mapping[str, SuppressionRecord] | None = self._suppressed
         if suppressed is None:
@@ -243,7 +254,11 @@ class MessageIntake:
             if record is not None:
                 errors.append(FieldError("to", record.refusal()))
         webhook_id = request.webhook_id
-        if webhook_id is not None and not self._webhooks.get(webhook_id, False):
+        if (
+            self._check_webhooks
+            and webhook_id is not None
+            and not self._webhooks.get(webhook_id, False)
+        ):
             errors.append(
                 FieldError(
                     "webhook_id",
