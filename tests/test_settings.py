@@ -43,3 +43,13 @@ def test_a_config_file_that_is_missing_wrong_or_unknown_is_refused_plainly(tmp_p
     wrong.write_text("claim_batch: lots\n")
     with pytest.raises(ValueError, match="SMSRELAY_CLAIM_BATCH: expected a whole number"):
         load_settings({"SMSRELAY_CONFIG": str(wrong)})
+
+
+def test_the_sandbox_is_on_by_default_with_sqlite_only() -> None:
+    assert load_settings({}).sandbox is True  # the embedded setup
+    postgresql = {"SMSRELAY_DATABASE_URL": "postgresql://smsrelay@db/smsrelay"}
+    assert load_settings(postgresql).sandbox is False
+    assert load_settings({**postgresql, "SMSRELAY_SANDBOX": "true"}).sandbox is True
+    assert load_settings(postgresql, sandbox=True).sandbox is True  # serve --sandbox
+    assert load_settings({"SMSRELAY_SANDBOX": "off"}).sandbox is False
+    assert load_settings({}, database_url="postgresql://x@y/z").sandbox is False

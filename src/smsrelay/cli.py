@@ -266,7 +266,8 @@ def serve(
     sandbox: Annotated[
         bool | None,
         typer.Option(
-            "--sandbox/--no-sandbox", help="Mount the sandbox provider [SMSRELAY_SANDBOX]."
+            "--sandbox/--no-sandbox",
+            help="Mount the sandbox provider [SMSRELAY_SANDBOX; default: on with SQLite only].",
         ),
     ] = None,
     dispatcher: Annotated[

@@ -35,6 +35,8 @@ class Settings:
     # The URL providers use to reach this server (DLR callback URLs are built from it).
     public_url: str = ""
     # Mount the sandbox provider at /sandbox and create the `sandbox` connector on start.
+    # `load_settings` turns it off on any database but SQLite unless it is set: a production
+    # server left with it would send messages without a sender to the fake provider.
     sandbox: bool = True
     # Run the dispatcher inside `serve` (the embedded setup); `smsrelay worker` runs it alone.
     dispatcher: bool = True
@@ -146,7 +148,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raw = env.get(f"SMSRELAY_{name.upper()}")
         if raw is not None:
             values[name] = _coerce(name, raw, getattr(defaults, name))
-    settings = replace(defaults, **{**values, **overrides})  # overrides win
+    given = {**values, **overrides}  # overrides win
+    if "sandbox" not in given and not given.get("database_url", defaults.database_url).startswith(
+        "sqlite"
+    ):
+        given["sandbox"] = False
+    settings = replace(defaults, **given)
     if settings.http_client not in HTTP_CLIENTS:
         raise ValueError(
             f"SMSRELAY_HTTP_CLIENT: unknown HTTP client {settings.http_client!r}; "
