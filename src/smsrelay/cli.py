@@ -278,7 +278,10 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the API, the delivery-report intake and (by default) the dispatcher and sandbox."""
+    """Run the API, the delivery-report intake and (by default) the dispatcher and sandbox.
+
+    Prometheus metrics are at /metrics. The sandbox is on by default with SQLite only.
+    """
     import asyncio
 
     import uvicorn
@@ -325,7 +328,10 @@ def serve(
 
 @app.command()
 def worker() -> None:
-    """Run the background work only: dispatcher, delivery mapper, webhooks and campaigns."""
+    """Run the background work only: dispatcher, delivery mapper, webhooks and campaigns.
+
+    With SMSRELAY_METRICS_PORT set it serves its Prometheus metrics on that port.
+    """
     import asyncio
     import signal
 
