@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from smsrelay.metrics import OutboxDepth, connector_meter, error_reason, render, status_class
+from smsrelay.metrics import connector_meter, error_reason, render, status_class
 from smsrelay.settings import load_settings
+from smsrelay.store.outbox import WaitingMessages
 
 
 def test_labels_stay_few_whatever_the_detail() -> None:
@@ -17,15 +20,16 @@ def test_labels_stay_few_whatever_the_detail() -> None:
 
 
 def test_the_outbox_gauges_count_every_waiting_status_and_time_only_the_queued() -> None:
-    depths = [
-        OutboxDepth("alpha", "queued", 7, overdue_seconds=12.5),
-        OutboxDepth("alpha", "sending", 3, overdue_seconds=900.0),  # a lease, not lateness
-        OutboxDepth("beta", "dispatch_error", 2, overdue_seconds=40.0),
-        OutboxDepth("beta", "queued", 1, overdue_seconds=0.0),
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    waiting = [
+        WaitingMessages("alpha", "queued", 7, now - timedelta(seconds=12.5)),
+        WaitingMessages("alpha", "sending", 3, now - timedelta(seconds=900)),  # a lease
+        WaitingMessages("beta", "dispatch_error", 2, now - timedelta(seconds=40)),
+        WaitingMessages("beta", "queued", 1, now + timedelta(hours=1)),  # scheduled: not late
     ]
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(render(depths).decode())
+        for family in text_string_to_metric_families(render(waiting, now).decode())
         for sample in family.samples
         if sample.name.startswith("smsrelay_outbox")
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from postgres import free_port
 from smsrelay.connectors.definition import load_definition
 from smsrelay.sandbox.testing import running_sandbox
 from smsrelay.settings import Settings
@@ -23,13 +24,6 @@ from smsrelay.store.secret_box import load_secret_box
 from smsrelay.store.timestamps import utc_now
 
 MESSAGES = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def worker_env(database_url: str, tmp_path: Path, port: int) -> dict[str, str]:

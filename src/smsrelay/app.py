@@ -30,7 +30,7 @@ from smsrelay.dashboard import create_dashboard_app
 from smsrelay.dispatch.background import BackgroundWork, background_work
 from smsrelay.dispatch.transport import Transport, outbound_transport
 from smsrelay.gc_tuning import tune_garbage_collector
-from smsrelay.metrics import CONTENT_TYPE, OutboxDepth, render
+from smsrelay.metrics import CONTENT_TYPE, render
 from smsrelay.runtime import Runtime
 from smsrelay.sandbox import Sandbox, SandboxSettings, create_sandbox_app
 from smsrelay.settings import Settings
@@ -38,7 +38,6 @@ from smsrelay.setup import ensure_sandbox_connector
 from smsrelay.store.database import open_database
 from smsrelay.store.outbox import waiting_messages
 from smsrelay.store.secret_box import load_secret_box
-from smsrelay.store.timestamps import utc_now
 
 log = logging.getLogger("smsrelay")
 
@@ -147,19 +146,7 @@ def create_app(
         except Exception:  # the database is down: this process's own metrics still help
             log.warning("metrics: the outbox could not be read", exc_info=True)
             return Response(render(), media_type=CONTENT_TYPE)
-        now = utc_now()
-        depths = [
-            OutboxDepth(
-                connector=w.connector,
-                status=w.status,
-                messages=w.messages,
-                overdue_seconds=(
-                    max(0.0, (now - w.earliest_due).total_seconds()) if w.earliest_due else 0.0
-                ),
-            )
-            for w in waiting
-        ]
-        return Response(render(depths), media_type=CONTENT_TYPE)
+        return Response(render(waiting), media_type=CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from datetime import datetime
 from itertools import accumulate
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest, start_http_server
@@ -32,6 +32,9 @@ from prometheus_client.core import (
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+
+from smsrelay.store.outbox import WaitingMessages
+from smsrelay.store.timestamps import utc_now
 
 # The content type of the text format `render` writes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,8 +63,7 @@ class ConnectorMeter:
     a request counted in one family and not yet in the next, never a torn number.
     """
 
-    def __init__(self, connector: str) -> None:
-        self.connector = connector
+    def __init__(self) -> None:
         self.results: dict[str, int] = {}
         self.outcomes: dict[str, int] = {}
         # Requests per histogram bucket (not cumulative); the last is above every bound.
@@ -88,7 +90,7 @@ def connector_meter(connector: str) -> ConnectorMeter:
     """The meter of the connector named `connector` (one per name in this process)."""
     meter = _METERS.get(connector)
     if meter is None:
-        meter = _METERS[connector] = ConnectorMeter(connector)
+        meter = _METERS[connector] = ConnectorMeter()
     return meter
 
 
@@ -138,20 +140,9 @@ def error_reason(reason: str) -> str:
     return reason.split(":", 1)[0].strip() or "error"
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxDepth:
-    """Messages of one connector in one waiting status, and how late the earliest is."""
-
-    connector: str
-    status: str
-    messages: int
-    # Seconds since the earliest of them fell due (0 when none is due yet).
-    overdue_seconds: float
-
-
-def outbox_families(depths: Sequence[OutboxDepth]) -> list[Metric]:
-    """The outbox gauges for `depths` (read from the database at scrape time)."""
-    waiting = GaugeMetricFamily(
+def outbox_families(waiting: Sequence[WaitingMessages], now: datetime) -> list[Metric]:
+    """The outbox gauges for what `waiting_messages` read at `now` (at scrape time)."""
+    messages = GaugeMetricFamily(
         "smsrelay_outbox_messages",
         "Messages waiting in the outbox, by connector and status (queued, sending, "
         "dispatch_error).",
@@ -163,14 +154,13 @@ def outbox_families(depths: Sequence[OutboxDepth]) -> list[Metric]:
         "dispatch lag (0 when nothing is due).",
         labels=["connector"],
     )
-    lag: dict[str, float] = {}
-    for depth in depths:
-        waiting.add_metric([depth.connector, depth.status], depth.messages)
-        if depth.status == "queued":
-            lag[depth.connector] = max(lag.get(depth.connector, 0.0), depth.overdue_seconds)
-    for connector, seconds in sorted(lag.items()):
-        overdue.add_metric([connector], seconds)
-    return [waiting, overdue]
+    for group in waiting:
+        messages.add_metric([group.connector, group.status], group.messages)
+        if group.status == "queued":
+            due = group.earliest_due
+            late = (now - due).total_seconds() if due is not None else 0.0
+            overdue.add_metric([group.connector], max(0.0, late))
+    return [messages, overdue]
 
 
 class _Families:
@@ -189,13 +179,13 @@ def serve_metrics(host: str, port: int) -> None:
     start_http_server(port, addr=host, registry=REGISTRY)
 
 
-def render(depths: Sequence[OutboxDepth] | None = None) -> bytes:
-    """This process's metrics, and the outbox gauges when `depths` are given, as text."""
+def render(waiting: Sequence[WaitingMessages] | None = None, now: datetime | None = None) -> bytes:
+    """This process's metrics, and the outbox gauges when `waiting` is given, as text."""
     text = generate_latest(REGISTRY)
-    if depths is None:
+    if waiting is None:
         return text
     scrape = CollectorRegistry(auto_describe=False)
-    scrape.register(_Families(outbox_families(depths)))
+    scrape.register(_Families(outbox_families(waiting, now or utc_now())))
     return text + generate_latest(scrape)
 
 
@@ -203,7 +193,6 @@ __all__ = [
     "CONTENT_TYPE",
     "REGISTRY",
     "ConnectorMeter",
-    "OutboxDepth",
     "connector_meter",
     "error_reason",
     "outbox_families",

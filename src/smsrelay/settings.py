@@ -149,11 +149,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if raw is not None:
             values[name] = _coerce(name, raw, getattr(defaults, name))
     given = {**values, **overrides}  # overrides win
-    if "sandbox" not in given and not given.get("database_url", defaults.database_url).startswith(
-        "sqlite"
-    ):
-        given["sandbox"] = False
     settings = replace(defaults, **given)
+    if "sandbox" not in given and not settings.is_sqlite:
+        settings = replace(settings, sandbox=False)
     if settings.http_client not in HTTP_CLIENTS:
         raise ValueError(
             f"SMSRELAY_HTTP_CLIENT: unknown HTTP client {settings.http_client!r}; "

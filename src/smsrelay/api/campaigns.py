@@ -36,7 +36,7 @@ from smsrelay.dispatch.audience import (
     missing_campaign_params,
 )
 from smsrelay.dispatch.campaign_runner import stage_audience
-from smsrelay.dispatch.intake import IntakeRefused, MessageIntake, MessageRequest
+from smsrelay.dispatch.intake import IntakeRefused, MessageIntake, MessageRequest, unknown_webhook
 from smsrelay.dispatch.quiet_hours import (
     DEFAULT_FALLBACK_TIME_ZONE,
     DEFAULT_QUIET_END,
@@ -330,13 +330,7 @@ async def _check(
     if spec.send_at is not None and spec.send_at.tzinfo is None:
         errors.append(FieldError("send_at", "needs a time zone, e.g. 2026-12-01T09:00:00Z"))
     if spec.webhook_id is not None and await get_webhook(db, spec.webhook_id) is None:
-        errors.append(
-            FieldError(
-                "webhook_id",
-                f"no webhook {spec.webhook_id!r}: create it first (POST /v1/webhooks) "
-                "or leave webhook_id out",
-            )
-        )
+        errors.append(unknown_webhook(spec.webhook_id))
     quiet = _quiet_hours(spec, sender, runtime.settings)
     attributes = set(layout.attributes)
     intake = MessageIntake(

@@ -258,7 +258,10 @@ async def moengage_send(
         )
     chosen = pick_sender(await list_senders(runtime.database), send.sender, send.kind)
     region = runtime.settings.default_region
-    intake = MessageIntake(runtime.database, runtime.secret_box, default_region=region)
+    # The webhook was checked above, with MoEngage's own advice.
+    intake = MessageIntake(
+        runtime.database, runtime.secret_box, default_region=region, check_webhooks=False
+    )
     try:
         message = await intake.prepare(
             send.message_request(chosen.name if chosen else None, region)

@@ -112,16 +112,15 @@ class MessageIntake:
         check_webhooks: bool = True,
     ) -> None:
         self._db = database
-        # Refuse a webhook_id naming no webhook (campaigns check theirs when created).
-        self._check_webhooks = check_webhooks
         self._box = secret_box
         self._region = default_region or None
         self._senders: dict[tuple[str | None, str], Sender] = {}
         self._connectors: dict[int, tuple[StoredConnector, CompiledConnector]] = {}
         self._routes: dict[int, _Route] = {}
         self._suppressed: dict[str, SuppressionRecord] | None = None  # preloaded for a batch
-        # Webhook ids asked for, and whether each exists.
-        self._webhooks: dict[str, bool] = {}
+        # Webhook ids asked for, and whether each exists; None: not checked here (a campaign
+        # checks its webhook when created, the MoEngage and CleverTap faces before intake).
+        self._webhooks: dict[str, bool] | None = {} if check_webhooks else None
         # The last body measured: a batch often sends one text to everyone.
         self._last_text: tuple[str, TextEncoding] = ("", analyse_text(""))
 
@@ -185,8 +184,9 @@ class MessageIntake:
         # A sender may name a connector group: its first connector is the one to satisfy.
         route = await self._route(sender.connector_id)
         webhook_id = request.webhook_id
-        if self._check_webhooks and webhook_id is not None and webhook_id not in self._webhooks:
-            self._webhooks[webhook_id] = await get_webhook(self._db, webhook_id) is not None
+        known = self._webhooks
+        if known is not None and webhook_id is not None and webhook_id not in known:
+            known[webhook_id] = await get_webhook(self._db, webhook_id) is not None
         suppressed: Mapping[str, SuppressionRecord] | None = self._suppressed
         if suppressed is None and sender.type == "promotional":
             suppressed = await self._suppression_of(request.to)
@@ -213,11 +213,8 @@ class MessageIntake:
         route = self._routes.get(sender.connector_id)
         if route is None:
             return None
-        if (
-            self._check_webhooks
-            and request.webhook_id is not None
-            and request.webhook_id not in self._webhooks
-        ):
+        known = self._webhooks
+        if known is not None and request.webhook_id is not None and request.webhook_id not in known:
             return None
         suppressed: Mapping[str, SuppressionRecord] | None = self._suppressed
         if suppressed is None:
@@ -254,18 +251,9 @@ class MessageIntake:
             if record is not None:
                 errors.append(FieldError("to", record.refusal()))
         webhook_id = request.webhook_id
-        if (
-            self._check_webhooks
-            and webhook_id is not None
-            and not self._webhooks.get(webhook_id, False)
-        ):
-            errors.append(
-                FieldError(
-                    "webhook_id",
-                    f"no webhook {webhook_id!r}: create it first (POST /v1/webhooks) "
-                    "or leave webhook_id out",
-                )
-            )
+        known = self._webhooks
+        if known is not None and webhook_id is not None and not known.get(webhook_id, False):
+            errors.append(unknown_webhook(webhook_id))
         if errors:
             raise IntakeRefused(errors)
         send_at = request.send_at
@@ -308,6 +296,14 @@ class MessageIntake:
         """The name of a connector already used by this intake."""
         stored, _ = await self._connector(connector_id)
         return stored.name
+
+
+def unknown_webhook(webhook_id: str) -> FieldError:
+    """The refusal of a `webhook_id` that names no webhook."""
+    return FieldError(
+        "webhook_id",
+        f"no webhook {webhook_id!r}: create it first (POST /v1/webhooks) or leave webhook_id out",
+    )
 
 
 def _missing_for_connector(route: _Route, request: AskedMessage) -> list[FieldError]:

@@ -87,7 +87,7 @@ def load_secret_box(settings: Settings) -> SecretBox:
     path = Path(settings.secret_key_file)
     created = not path.exists()
     box = SecretBox(_read_or_create_key_file(path))
-    if created and not settings.database_url.startswith("sqlite"):
+    if created and not settings.is_sqlite:
         log.warning(
             "SMSRELAY_SECRET_KEYS is not set: made a new secret key in %s. Every serve and "
             "worker process on this database must use the same key: set SMSRELAY_SECRET_KEYS "
